@@ -1,0 +1,11 @@
+"""The differentiable ops of the NumPy backend. `gpu.ops` exports the same names and signatures.
+
+Each op is a class with forward/backward on arrays (see ref.tensor.Op) and a lowercase functional
+wrapper taking Tensors; the wrappers listed here are the API.
+"""
+from ref.ops.elementwise import (abs, add, div, exp, log, mul, neg, pow, relu, sigmoid,  # noqa: A004
+                                 sign, sqrt, sub, tanh)
+from ref.ops.reduce import max, mean, sum  # noqa: A004
+from ref.ops.shape import concatenate, flatten, getitem, pad, reshape, transpose
+from ref.ops.matmul import linear, matmul
+from ref.ops.loss import cross_entropy, kl_div, log_softmax, softmax
