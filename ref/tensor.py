@@ -23,14 +23,25 @@ _grad_enabled = True
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Within this block ops record nothing, so no graph is built and nothing is saved."""
+def set_grad_enabled(mode):
+    """Within this block ops record (mode True) or not (mode False); the previous state returns."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, bool(mode)
     try:
         yield
     finally:
         _grad_enabled = previous
+
+
+def no_grad():
+    """Within this block ops record nothing, so no graph is built and nothing is saved."""
+    return set_grad_enabled(False)
+
+
+def enable_grad():
+    """Within this block ops record even inside no_grad() (attacks need input gradients while
+    the caller evaluates without a graph)."""
+    return set_grad_enabled(True)
 
 
 def is_grad_enabled():
@@ -80,7 +91,8 @@ class Tensor:
     """An array with an optional gradient and the op that produced it.
 
     data: the array (numpy.ndarray here); grad: same shape, set on leaves by backward();
-    requires_grad: whether gradients flow to this tensor; op: the Op that made it (None for leaves).
+    requires_grad: whether gradients flow to this tensor; op: the Op that made it (None for leaves,
+    and after backward() released it); is_leaf: whether it was made without an op.
     """
 
     xp = np      # array module of this backend
@@ -97,6 +109,7 @@ class Tensor:
         self.grad = None
         self.requires_grad = requires_grad
         self.op = op
+        self.is_leaf = op is None   # made by the user, not by an op
 
     # ---- array facts --------------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -147,7 +160,11 @@ class Tensor:
             if g is None:   # every path from self to t returned None
                 continue
             if t.op is None:
-                t.grad = g if t.grad is None else t.grad + g
+                if not t.is_leaf:   # its op was released by an earlier backward()
+                    raise RuntimeError("backward() through a graph that an earlier backward() "
+                                       "already freed; run the forward again")
+                # a copy: g may be shared with other tensors or be the caller's gy
+                t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
             input_grads = t.op.backward(g)
             for x, gx in zip(t.op.inputs, input_grads):

@@ -128,6 +128,15 @@ class Module:
                 t.data = _to_backend_of(t, state[name]).astype(t.dtype, copy=True)
         return missing, unexpected
 
+    def astype(self, dtype):
+        """Convert every floating parameter and buffer (and gradient) to `dtype` in place, keeping
+        each Tensor object (so references held elsewhere stay valid); returns self."""
+        for t in self.parameters() + self.buffers():
+            if t.dtype.kind == "f":
+                t.data = t.data.astype(dtype)
+                t.grad = None if t.grad is None else t.grad.astype(dtype)
+        return self
+
     def to(self, backend_name):
         """Move every parameter and buffer to the backend "numpy" or "gpu" (in place; returns self).
 

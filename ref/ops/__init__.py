@@ -9,3 +9,7 @@ from ref.ops.reduce import max, mean, sum  # noqa: A004
 from ref.ops.shape import concatenate, flatten, getitem, pad, reshape, transpose
 from ref.ops.matmul import linear, matmul
 from ref.ops.loss import cross_entropy, kl_div, log_softmax, softmax
+from ref.ops.norm import batch_norm
+from ref.ops.dropout import dropout
+from ref.ops.conv import conv2d
+from ref.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d

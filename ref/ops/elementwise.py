@@ -31,7 +31,9 @@ class Add(Op):
         return a + b
 
     def backward(self, gy):
-        return unbroadcast(gy, self.a_shape), unbroadcast(gy, self.b_shape)
+        ga = unbroadcast(gy, self.a_shape) if self.needs_grad[0] else None
+        gb = unbroadcast(gy, self.b_shape) if self.needs_grad[1] else None
+        return ga, gb
 
 
 class Sub(Op):
@@ -42,7 +44,9 @@ class Sub(Op):
         return a - b
 
     def backward(self, gy):
-        return unbroadcast(gy, self.a_shape), unbroadcast(-gy, self.b_shape)
+        ga = unbroadcast(gy, self.a_shape) if self.needs_grad[0] else None
+        gb = unbroadcast(-gy, self.b_shape) if self.needs_grad[1] else None
+        return ga, gb
 
 
 class Mul(Op):

@@ -21,9 +21,10 @@ class Transpose(Op):
     """y = x with permuted axes (reversed when axes is None);  gx = gy permuted back"""
 
     def forward(self, x, axes=None):
-        self.axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(a % x.ndim for a in axes)
-        if sorted(self.axes) != list(range(x.ndim)):
+        axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(axes)
+        if sorted(a + x.ndim if a < 0 else a for a in axes) != list(range(x.ndim)):
             raise ValueError(f"transpose axes {axes} are not a permutation of {x.ndim} axes")
+        self.axes = tuple(a % x.ndim for a in axes)
         return x.transpose(self.axes)
 
     def backward(self, gy):
