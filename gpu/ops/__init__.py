@@ -1,0 +1,15 @@
+"""The differentiable ops of the GPU backend. `gpu.ops` exports the same names and signatures.
+
+Each op is a class with forward/backward on arrays (see ref.tensor.Op) and a lowercase functional
+wrapper taking Tensors; the wrappers listed here are the API.
+"""
+from gpu.ops.elementwise import (abs, add, div, exp, log, mul, neg, pow, relu, sigmoid,  # noqa: A004
+                                 sign, sqrt, sub, tanh)
+from gpu.ops.reduce import max, mean, sum  # noqa: A004
+from gpu.ops.shape import concatenate, flatten, getitem, pad, reshape, transpose
+from gpu.ops.matmul import linear, matmul
+from gpu.ops.loss import cross_entropy, kl_div, log_softmax, softmax
+from gpu.ops.norm import batch_norm
+from gpu.ops.dropout import dropout
+from gpu.ops.conv import conv2d
+from gpu.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d

@@ -1,0 +1,180 @@
+"""2-D convolution (cross-correlation, as torch.nn.functional.conv2d) by im2col + matrix products.
+
+Notation: n batch, c input channels, h w input size, o output channels, kh kw kernel size,
+sy sx stride, ph pw zero padding, dy dx dilation, oh ow output size, hp = h + 2 ph, wp = w + 2 pw;
+x (n, c, h, w)  W (o, c, kh, kw)  b (o,)  y (n, o, oh, ow); a g prefix marks a gradient.
+
+    y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
+    oh = (h + 2 ph - dy (kh - 1) - 1) // sy + 1                    (ow likewise)
+
+Layout: inside the op the input is channels-last and padded, xpad (n, hp, wp, c), so an im2col row
+(the window under one output pixel, ordered p, q, c) is made of contiguous runs of c values.
+With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), and yT, gyT the
+output and its gradient as (o, n oh ow) matrices (a cheap copy: runs of oh ow values stay whole):
+
+    yT = Wm cols^T + b,    gWm = gyT cols,    gcols = gyT^T Wm,    gx = col2im(gcols),
+    gb = sum_{n, i, j} gy
+
+where col2im adds each window's gradient back onto the pixels it was read from.
+
+Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
+column buffer stays cache-sized and is never built for the whole batch (that would be 288 MiB for
+a 64 -> 64 channel 3x3 conv at 32x32, batch 128: 9x the input). Backward rebuilds each chunk's
+columns from x, which the graph keeps alive anyway, instead of saving them: ResNet-18 at batch 128
+would otherwise hold ~2 GiB of columns, and keeping them measured no faster (fresh pages and
+cache misses cost what the rebuild saves). Forward saves x only when W needs a gradient and W only
+when x needs one (an attack's input gradient needs no columns at all).
+"""
+import numpy as np
+
+from gpu import cupy as cp
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ref.tensor import Op
+
+CHUNK_BYTES = 8 * 2 ** 20  # column buffer size per chunk of images (at least one image)
+
+
+def pair(value, name, minimum):
+    """(int, int) from an int or a pair of ints, each >= minimum."""
+    values = (value, value) if isinstance(value, (int, np.integer)) else value
+    if not (isinstance(values, (tuple, list)) and len(values) == 2
+            and all(isinstance(v, (int, np.integer)) for v in values)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def out_size(size, k, s, p, d=1):
+    """Number of window positions: (size + 2 p - d (k - 1) - 1) // s + 1."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def check_input(x, name, op):
+    """x must be a floating array of 4 dimensions (n, c, h, w)."""
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be a floating array, got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{op}: {name} must have 4 dimensions (n, c, h, w), got shape {x.shape}")
+
+
+def to_padded_nhwc(x, ph, pw, value=0.0):
+    """x (n, c, h, w) -> xpad (n, h + 2 ph, w + 2 pw, c), channels last, border set to value."""
+    n, c, h, w = x.shape
+    xpad = cp.full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=x.dtype)  # (n, hp, wp, c)
+    xpad[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    return xpad
+
+
+def unpad_nchw(xpad, ph, pw, h, w):
+    """The (n, c, h, w) view of the interior of a padded channels-last xpad (n, hp, wp, c)."""
+    return xpad[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)  # (n, c, h, w)
+
+
+def im2col(xpad, kh, kw, sy, sx, dy, dx):
+    """cols[n, i, j, p, q, c] = xpad[n, i sy + p dy, j sx + q dx, c], a contiguous copy.
+
+    xpad (n, hp, wp, c) -> cols (n, oh, ow, kh, kw, c). No copy when cols would equal xpad
+    (a 1x1 kernel with stride 1).
+    """
+    ekh, ekw = (kh - 1) * dy + 1, (kw - 1) * dx + 1                      # dilated window extent
+    windows = sliding_window_view(xpad, (ekh, ekw), axis=(1, 2))         # (n, ., ., c, ekh, ekw)
+    windows = windows[:, ::sy, ::sx, :, ::dy, ::dx]                      # (n, oh, ow, c, kh, kw)
+    return cp.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3))     # (n, oh, ow, kh, kw, c)
+
+
+def col2im(gcols, hp, wp, sy, sx, dy, dx):
+    """The adjoint of im2col: gxpad[n, i sy + p dy, j sx + q dx, c] += gcols[n, i, j, p, q, c].
+
+    gcols (n, oh, ow, kh, kw, c) -> gxpad (n, hp, wp, c); one strided slice add per (p, q).
+    """
+    n, oh, ow, kh, kw, c = gcols.shape
+    gxpad = cp.zeros((n, hp, wp, c), dtype=gcols.dtype)            # (n, hp, wp, c)
+    for p in range(kh):
+        for q in range(kw):
+            rows = slice(p * dy, p * dy + sy * (oh - 1) + 1, sy)
+            columns = slice(q * dx, q * dx + sx * (ow - 1) + 1, sx)
+            gxpad[:, rows, columns, :] += gcols[:, :, :, p, q, :]  # (n, oh, ow, c)
+    return gxpad
+
+
+class Conv2d(Op):
+    """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
+
+    gx = col2im(gyT^T Wm),  gW = gyT cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
+    """
+
+    def forward(self, x, W, b=None, stride=1, padding=0, dilation=1):
+        self._check(x, W, b)
+        n, c, h, w = x.shape
+        o, _, kh, kw = W.shape
+        self.sy, self.sx = pair(stride, "stride", 1)
+        self.ph, self.pw = pair(padding, "padding", 0)
+        self.dy, self.dx = pair(dilation, "dilation", 1)
+        oh = out_size(h, kh, self.sy, self.ph, self.dy)
+        ow = out_size(w, kw, self.sx, self.pw, self.dx)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"conv2d: output size ({oh}, {ow}) < 1 for input ({h}, {w}), kernel "
+                             f"({kh}, {kw}), stride {stride}, padding {padding}, "
+                             f"dilation {dilation}")
+        self.x_shape, self.W_shape = x.shape, W.shape
+        self.step = max(1, CHUNK_BYTES // (oh * ow * kh * kw * c * x.itemsize))  # m images
+        Wm = W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)                     # (o, kh*kw*c)
+        y = cp.empty((n, o, oh, ow), dtype=x.dtype)                              # (n, o, oh, ow)
+        for a in range(0, n, self.step):
+            chunk = slice(a, a + self.step)
+            yT = Wm @ self._cols(x[chunk]).T                                     # (o, m*oh*ow)
+            if b is not None:
+                yT += b[:, None]
+            y[chunk] = yT.reshape(o, -1, oh, ow).transpose(1, 0, 2, 3)           # (m, o, oh, ow)
+        self.x = x if self.needs_grad[1] else None                           # for the columns of gW
+        self.Wm = Wm if self.needs_grad[0] else None                             # for gx
+        return y
+
+    def backward(self, gy):                                                      # gy (n, o, oh, ow)
+        n, c, h, w = self.x_shape
+        o, _, kh, kw = self.W_shape
+        oh, ow = gy.shape[2:]
+        want_gx, want_gW, want_gb = self.needs_grad
+        gx = cp.empty(self.x_shape, dtype=gy.dtype) if want_gx else None           # (n, c, h, w)
+        gWm = cp.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
+        for a in range(0, n, self.step):
+            chunk = slice(a, a + self.step)
+            gyT = gy[chunk].transpose(1, 0, 2, 3).reshape(o, -1)                   # (o, m*oh*ow)
+            if want_gW:
+                gWm += gyT @ self._cols(self.x[chunk])                             # (o, kh*kw*c)
+            if want_gx:
+                gcols = (gyT.T @ self.Wm).reshape(-1, oh, ow, kh, kw, c)    # (m, oh, ow, kh, kw, c)
+                gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
+                               self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
+                gx[chunk] = unpad_nchw(gxpad, self.ph, self.pw, h, w)              # (m, c, h, w)
+        gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
+        gb = gy.sum(axis=(0, 2, 3)) if want_gb else None                           # (o,)
+        return gx, None if gW is None else cp.ascontiguousarray(gW), gb
+
+    def _cols(self, x):
+        """im2col of a chunk of x (m, c, h, w) as a matrix (m*oh*ow, kh*kw*c)."""
+        kh, kw = self.W_shape[2:]
+        xpad = to_padded_nhwc(x, self.ph, self.pw)                       # (m, hp, wp, c)
+        cols = im2col(xpad, kh, kw, self.sy, self.sx, self.dy, self.dx)  # (m, oh, ow, kh, kw, c)
+        return cols.reshape(-1, kh * kw * x.shape[1])                    # (m*oh*ow, kh*kw*c)
+
+    @staticmethod
+    def _check(x, W, b):
+        check_input(x, "x", "conv2d")
+        check_input(W, "W", "conv2d")
+        if x.shape[1] != W.shape[1]:
+            raise ValueError(f"conv2d: x has {x.shape[1]} channels but W (shape {W.shape}) expects "
+                             f"{W.shape[1]} input channels")
+        if x.dtype != W.dtype or (b is not None and b.dtype != x.dtype):
+            raise TypeError(f"conv2d: x, W and b must share one dtype, got x {x.dtype}, W {W.dtype}"
+                            f", b {None if b is None else b.dtype}")
+        if b is not None and b.shape != (W.shape[0],):
+            raise ValueError(f"conv2d: b must have shape ({W.shape[0]},), got {b.shape}")
+
+
+def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):
+    """torch.nn.functional.conv2d: x (n, c, h, w), W (o, c, kh, kw), b (o,) or None;
+    stride, padding, dilation: an int or a pair (rows, columns)."""
+    return Conv2d.apply(x, W, b, stride=stride, padding=padding, dilation=dilation)
