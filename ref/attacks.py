@@ -9,6 +9,7 @@ onto the ball intersected with the image box. Per-sample losses:
         (the TRADES inner maximisation)
 
 PGD:   x_0 = P(x0 + delta),  x_{t+1} = P(x_t + alpha * sign(g_t)),  t = 0 .. steps-1
+       (the step is the fused op pgd_step of the model's backend, ref/ops/update.py)
        delta: none 0 | uniform U(-eps, eps) | normal 0.001 N(0, 1); the start is projected too.
        select="last" returns x_steps; select="best" the iterate of highest loss among x_0..x_steps
        (per sample, the earliest on ties). Restarts keep, per sample, the worse result: a
@@ -197,7 +198,7 @@ def _keep_worse(xp, old, new):
 def _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng, scored):
     """One PGD run. Returns (x, losses, fooled); losses and fooled are None unless `scored` or
     select="best" (they then belong to the returned point)."""
-    _, xp = backend_of(model)
+    T, xp = backend_of(model)
     x = _start(xp, x0, eps, start, rng)                                            # (n, c, h, w)
     best = None
     for _ in range(steps):
@@ -205,7 +206,7 @@ def _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng, 
         if select == "best":
             point = (x, losses, fooled)
             best = point if best is None else _keep(xp, best, point, losses > best[1])
-        x = _project(xp, x0, x + alpha * xp.sign(g), eps)                          # (n, c, h, w)
+        x = T.ops.pgd_step(x, g, x0, alpha, eps)                                   # (n, c, h, w)
     if select == "last" and not scored:
         return x, None, None
     last = (x, *_loss_only(model, x, y, target, loss))
@@ -275,7 +276,7 @@ def apgd_checkpoints(steps):
 def _apgd_run(model, x0, y, eps, steps, rho, rng):
     """One APGD-CE run from a random point on the ball's surface. Returns (x, losses, fooled):
     per sample the latest misclassified iterate if any, else the highest-loss iterate."""
-    _, xp = backend_of(model)
+    T, xp = backend_of(model)
     x = _start(xp, x0, eps, "surface", rng)                                        # (n, c, h, w)
     losses, fooled, g = _loss_grad(model, x, y, None, "ce")
     best = (x, losses, g)                            # highest-loss iterate and its gradient
@@ -287,7 +288,7 @@ def _apgd_run(model, x0, y, eps, steps, rho, rng):
     checkpoints, last_check = apgd_checkpoints(steps), 0
     for i in range(1, steps + 1):
         a = 0.75 if i > 1 else 1.0
-        z = _project(xp, x0, x + step * xp.sign(g), eps)                           # (n, c, h, w)
+        z = T.ops.pgd_step(x, g, x0, step, eps)                                    # (n, c, h, w)
         x_prev, x = x, _project(xp, x0, x + a * (z - x) + (1 - a) * (x - x_prev), eps)
         losses, fooled, g = _loss_grad(model, x, y, None, "ce")
         adv = _keep(xp, adv, (x, losses, fooled), fooled)

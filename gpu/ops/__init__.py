@@ -13,3 +13,4 @@ from gpu.ops.norm import batch_norm
 from gpu.ops.dropout import dropout
 from gpu.ops.conv import conv2d
 from gpu.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from gpu.ops.update import pgd_step, sgd_update_, sgdw_update_

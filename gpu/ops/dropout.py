@@ -7,10 +7,9 @@ Notation: x input, p drop probability, mask M with M = 1 independently with prob
 The mask is drawn on the host from a numpy Generator, so one seed gives the same mask on every
 backend.
 """
-import numpy as np
+import numpy as np   # the host Generator that draws the mask
 
 from gpu import cupy as cp
-
 from ref.tensor import Op
 
 

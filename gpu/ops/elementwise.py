@@ -4,10 +4,8 @@ Notation: x, a, b inputs; y output; gy gradient of the output; every array keeps
 `unbroadcast` sums a broadcast gradient back to the input's shape.
 Tie rules: relu'(0) = 0, abs'(0) = sign(0) = 0, sign' = 0.
 """
-import numpy as np
-
 from gpu import cupy as cp
-
+from ref.ops.elementwise import _shape
 from ref.tensor import Op
 
 
@@ -19,10 +17,6 @@ def unbroadcast(g, shape):
     stretched = tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
     g = g.sum(axis=tuple(range(lead)) + stretched, keepdims=True)   # (1.., shape with 1s)
     return g.reshape(shape)
-
-
-def _shape(a):
-    return getattr(a, "shape", ())
 
 
 class Add(Op):

@@ -7,19 +7,31 @@ Notation: z logits (n, k); y labels (n,) integers in [0, k); p = softmax(z); log
                                                     target is p; 0 log 0 = 0)
 Reductions: "mean" divides by the number of elements (kl_div) or samples (cross_entropy),
 "batchmean" divides a sum by n, "sum" sums, "none" keeps every term.
+Kernels (gpu/kernels/loss.cu): the row statistics m = max_j z, s = log sum_j exp(z - m) of the
+softmax family, and cross-entropy forward and backward fused; the rest is cupy code.
 """
-import numpy as np
-
 from gpu import cupy as cp
-
+from gpu.kernels import launch
+from ref.ops.loss import REDUCTIONS, check_labels
 from ref.tensor import Op
 
-REDUCTIONS = ("mean", "sum", "none")
+
+def _statistics(rows):
+    """m, s (r,) of the rows (r, k) of a C-contiguous array, k >= 1."""
+    r, k = rows.shape
+    m, s = cp.empty(r, dtype=rows.dtype), cp.empty(r, dtype=rows.dtype)   # (r,) (r,)
+    launch("loss.cu", "softmax_statistics", rows.dtype, r, (rows, m, s, cp.int64(r), cp.int32(k)))
+    return m, s
 
 
 def _log_softmax(z, axis):
-    shifted = z - z.max(axis=axis, keepdims=True)                     # (z.shape)
-    return shifted - cp.log(cp.exp(shifted).sum(axis=axis, keepdims=True))
+    if z.shape[axis] == 0:
+        raise ValueError(f"softmax along axis {axis} of length 0 (shape {z.shape})")
+    moved = cp.ascontiguousarray(cp.moveaxis(z, axis, -1))              # (..., k)
+    m, s = _statistics(moved.reshape(-1, moved.shape[-1]))               # (r,) (r,)
+    kept = moved.shape[:-1] + (1,)
+    log_p = (moved - m.reshape(kept)) - s.reshape(kept)                 # (..., k)
+    return cp.moveaxis(log_p, -1, axis)                                 # (z.shape)
 
 
 def _reduce(values, reduction, n):
@@ -61,17 +73,24 @@ class CrossEntropy(Op):
         check_labels(z, labels)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        n = z.shape[0]
-        self.log_p, self.labels, self.reduction = _log_softmax(z, 1), labels, reduction   # (n, k)
-        losses = -self.log_p[cp.arange(n), labels]                                         # (n,)
+        n, k = z.shape
+        self.z = cp.ascontiguousarray(z)                                      # (n, k)
+        self.labels = cp.ascontiguousarray(labels, dtype=cp.int64)            # (n,)
+        self.m, self.s = cp.empty(n, dtype=z.dtype), cp.empty(n, dtype=z.dtype)   # (n,) (n,)
+        self.reduction = reduction
+        losses = cp.empty(n, dtype=z.dtype)                                   # (n,)
+        launch("loss.cu", "cross_entropy_forward", z.dtype, n,
+               (self.z, self.labels, self.m, self.s, losses, cp.int64(n), cp.int32(k)))
         return _reduce(losses, reduction, n)
 
     def backward(self, gy):
-        n = self.log_p.shape[0]
-        gz = cp.exp(self.log_p)                                     # (n, k) softmax
-        gz[cp.arange(n), self.labels] -= 1
-        scale = gy / n if self.reduction == "mean" else gy          # () or (n,)
-        return gz * (scale[:, None] if self.reduction == "none" else scale), None
+        n, k = self.z.shape
+        scale = gy / n if self.reduction == "mean" else gy                    # () or (n,)
+        scale = cp.ascontiguousarray(cp.broadcast_to(scale, (n,)), dtype=self.z.dtype)   # (n,)
+        gz = cp.empty_like(self.z)                                            # (n, k)
+        launch("loss.cu", "cross_entropy_backward", self.z.dtype, n * k,
+               (self.z, self.labels, self.m, self.s, scale, gz, cp.int64(n * k), cp.int32(k)))
+        return gz, None
 
 
 class KLDiv(Op):
@@ -95,20 +114,6 @@ class KLDiv(Op):
         g_log_q = -self.p * gy if self.needs_grad[0] else None
         g_p = cp.where(self.positive, self.log_p + 1 - self.log_q, 0) * gy if self.needs_grad[1] else None
         return g_log_q, g_p
-
-
-def check_labels(z, labels):
-    """Raise a clear error unless z is (n, k) floating and labels (n,) integers in [0, k)."""
-    if z.ndim != 2:
-        raise ValueError(f"logits must be (n, classes), got shape {z.shape}")
-    if z.dtype.kind != "f":
-        raise TypeError(f"logits must be floating, got {z.dtype}")
-    if labels.shape != (z.shape[0],) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers of shape ({z.shape[0]},), got "
-                         f"{labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
-        raise ValueError(f"labels must lie in [0, {z.shape[1]}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
 
 
 def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)

@@ -3,10 +3,7 @@
 matmul: numpy.matmul semantics for operands of 2 or more dimensions (leading axes broadcast).
 linear: y = x W^T + b with x (n, i), W (o, i), b (o,), y (n, o), as torch.nn.functional.linear.
 """
-import numpy as np
-
 from gpu import cupy as cp
-
 from gpu.ops.elementwise import unbroadcast
 from ref.tensor import Op
 

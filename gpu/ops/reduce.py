@@ -4,27 +4,12 @@ Notation: x input, y output (x.shape with the reduced axes removed, or kept as 1
 Tie rule for max: the gradient goes to the first maximal element in C order along the reduced
 axes (like numpy.argmax), so it is a valid subgradient and sums to gy.
 """
-import numpy as np
+import math
 
 from gpu import cupy as cp
-
+from ref.ops.reduce import _axes, _keep_shape
+from ref.ops.shape import _inverse_permutation
 from ref.tensor import Op
-
-
-def _axes(axis, ndim):
-    """Normalised tuple of non-negative axes; None means all."""
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(f"axis {a} out of range for an array of {ndim} dimensions")
-    return tuple(sorted(a % ndim for a in axes))
-
-
-def _keep_shape(shape, axes):
-    """shape with the reduced axes set to 1 (the keepdims shape)."""
-    return tuple(1 if i in axes else s for i, s in enumerate(shape))
 
 
 class Sum(Op):
@@ -44,7 +29,7 @@ class Mean(Op):
 
     def forward(self, x, axis=None, keepdims=False):
         self.x_shape, self.axes = x.shape, _axes(axis, x.ndim)
-        self.count = int(cp.prod([x.shape[a] for a in self.axes]))
+        self.count = math.prod(x.shape[a] for a in self.axes)
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, gy):
@@ -67,11 +52,11 @@ class Max(Op):
 
     def backward(self, gy):
         gy = gy.reshape(self.first.shape)                            # (kept...)
-        gflat = cp.zeros(self.first.shape + (int(cp.prod(self.moved_shape[len(self.kept):])),),
+        gflat = cp.zeros(self.first.shape + (math.prod(self.moved_shape[len(self.kept):]),),
                          dtype=gy.dtype)                             # (kept..., m)
         cp.put_along_axis(gflat, self.first[..., None], gy[..., None], axis=-1)
         gmoved = gflat.reshape(self.moved_shape)                     # (kept..., reduced...)
-        inverse = cp.argsort(self.kept + list(self.axes))
+        inverse = _inverse_permutation(self.kept + list(self.axes))
         return (gmoved.transpose(inverse),)                          # (x.shape)
 
 

@@ -1,10 +1,11 @@
 """Ops that move elements without arithmetic: reshape, transpose, flatten, pad, concatenate,
 getitem. Each backward moves the gradient back to where the element came from.
 """
-import numpy as np
+import itertools
+import math
 
 from gpu import cupy as cp
-
+from ref.ops.shape import _inverse_permutation
 from ref.tensor import Op
 
 
@@ -30,7 +31,7 @@ class Transpose(Op):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return gy.transpose(cp.argsort(self.axes)), None
+        return gy.transpose(_inverse_permutation(self.axes)), None
 
 
 class Pad(Op):
@@ -53,7 +54,7 @@ class Concatenate(Op):
 
     def forward(self, *xs, axis=0):
         self.axis = axis % xs[0].ndim
-        self.bounds = cp.cumsum([0] + [x.shape[self.axis] for x in xs])
+        self.bounds = list(itertools.accumulate([0] + [x.shape[self.axis] for x in xs]))
         return cp.concatenate(xs, axis=self.axis)
 
     def backward(self, gy):
@@ -90,5 +91,5 @@ def flatten(x, start_dim=0, end_dim=-1):
     """Merge axes start_dim..end_dim into one (torch.flatten)."""
     shape = x.shape
     start, end = start_dim % len(shape), end_dim % len(shape)
-    merged = int(cp.prod(shape[start:end + 1]))
+    merged = math.prod(shape[start:end + 1])
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])

@@ -13,3 +13,4 @@ from ref.ops.norm import batch_norm
 from ref.ops.dropout import dropout
 from ref.ops.conv import conv2d
 from ref.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from ref.ops.update import pgd_step, sgd_update_, sgdw_update_

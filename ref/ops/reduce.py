@@ -4,8 +4,11 @@ Notation: x input, y output (x.shape with the reduced axes removed, or kept as 1
 Tie rule for max: the gradient goes to the first maximal element in C order along the reduced
 axes (like numpy.argmax), so it is a valid subgradient and sums to gy.
 """
+import math
+
 import numpy as np
 
+from ref.ops.shape import _inverse_permutation
 from ref.tensor import Op
 
 
@@ -42,7 +45,7 @@ class Mean(Op):
 
     def forward(self, x, axis=None, keepdims=False):
         self.x_shape, self.axes = x.shape, _axes(axis, x.ndim)
-        self.count = int(np.prod([x.shape[a] for a in self.axes]))
+        self.count = math.prod(x.shape[a] for a in self.axes)
         return x.mean(axis=self.axes, keepdims=keepdims)
 
     def backward(self, gy):
@@ -65,11 +68,11 @@ class Max(Op):
 
     def backward(self, gy):
         gy = gy.reshape(self.first.shape)                            # (kept...)
-        gflat = np.zeros(self.first.shape + (int(np.prod(self.moved_shape[len(self.kept):])),),
+        gflat = np.zeros(self.first.shape + (math.prod(self.moved_shape[len(self.kept):]),),
                          dtype=gy.dtype)                             # (kept..., m)
         np.put_along_axis(gflat, self.first[..., None], gy[..., None], axis=-1)
         gmoved = gflat.reshape(self.moved_shape)                     # (kept..., reduced...)
-        inverse = np.argsort(self.kept + list(self.axes))
+        inverse = _inverse_permutation(self.kept + list(self.axes))
         return (gmoved.transpose(inverse),)                          # (x.shape)
 
 

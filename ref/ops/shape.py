@@ -1,9 +1,17 @@
 """Ops that move elements without arithmetic: reshape, transpose, flatten, pad, concatenate,
 getitem. Each backward moves the gradient back to where the element came from.
 """
+import itertools
+import math
+
 import numpy as np
 
 from ref.tensor import Op
+
+
+def _inverse_permutation(axes):
+    """The axes that undo the permutation `axes` (numpy.argsort(axes), computed on the host)."""
+    return tuple(sorted(range(len(axes)), key=list(axes).__getitem__))
 
 
 class Reshape(Op):
@@ -28,7 +36,7 @@ class Transpose(Op):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return gy.transpose(np.argsort(self.axes)), None
+        return gy.transpose(_inverse_permutation(self.axes)), None
 
 
 class Pad(Op):
@@ -51,7 +59,7 @@ class Concatenate(Op):
 
     def forward(self, *xs, axis=0):
         self.axis = axis % xs[0].ndim
-        self.bounds = np.cumsum([0] + [x.shape[self.axis] for x in xs])
+        self.bounds = list(itertools.accumulate([0] + [x.shape[self.axis] for x in xs]))
         return np.concatenate(xs, axis=self.axis)
 
     def backward(self, gy):
@@ -88,5 +96,5 @@ def flatten(x, start_dim=0, end_dim=-1):
     """Merge axes start_dim..end_dim into one (torch.flatten)."""
     shape = x.shape
     start, end = start_dim % len(shape), end_dim % len(shape)
-    merged = int(np.prod(shape[start:end + 1]))
+    merged = math.prod(shape[start:end + 1])
     return reshape(x, shape[:start] + (merged,) + shape[end + 1:])

@@ -3,7 +3,8 @@
 Notation: p a parameter, g its gradient, lr the learning rate, wd the weight decay, m the momentum,
 t the number of updates p has received. Optimizers update `p.data` in place (the Tensor and its
 array keep their identity), skip parameters whose `.grad` is None (as PyTorch does) and do array
-math only through `p.xp`, so they run on every backend.
+math only through `p.xp`, so they run on every backend; SGD and SGDW update through the fused ops
+`p.ops.sgd_update_` / `p.ops.sgdw_update_` (ref/ops/update.py, one kernel each on the GPU).
 
     SGD   (PyTorch)   g <- g + wd p;  buf <- g (t = 1) | m buf + (1 - dampening) g;
                       g <- g + m buf (nesterov) | buf;  p <- p - lr g
@@ -155,17 +156,12 @@ class SGD(Optimizer):
         self.nesterov, self.weight_decay = nesterov, weight_decay
 
     def _update(self, p, g, state):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data                           # (p.shape)
-        if self.momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = p.xp.array(g, copy=True)   # (p.shape)
-            else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
-            g = g + self.momentum * buf if self.nesterov else buf          # (p.shape)
-        p.data -= self.lr * g
+        buf, first = state.get("momentum_buffer"), False
+        if self.momentum and buf is None:   # the first update fills the buffer
+            buf, first = p.xp.empty_like(p.data), True                     # (p.shape)
+            state["momentum_buffer"] = buf
+        p.ops.sgd_update_(p.data, g, buf, self.lr, self.momentum, self.dampening, self.nesterov,
+                          self.weight_decay, first)
 
 
 class SGDW(Optimizer):
@@ -206,16 +202,10 @@ class SGDW(Optimizer):
         self.initial_lr = float(state["initial_lr"])
 
     def _update(self, p, g, state):
-        p.data -= self.decay * p.data
-        if not self.momentum:
-            p.data -= self.lr * g
-            return
         v = state.get("velocity")
-        if v is None:
+        if self.momentum and v is None:
             v = state["velocity"] = p.xp.zeros_like(p.data)               # (p.shape)
-        v *= self.momentum
-        v -= self.lr * g
-        p.data += (self.momentum * v - self.lr * g) if self.nesterov else v
+        p.ops.sgdw_update_(p.data, g, v, self.lr, self.decay, self.momentum, self.nesterov)
 
 
 class Adam(Optimizer):

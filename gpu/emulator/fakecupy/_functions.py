@@ -151,6 +151,13 @@ def take(a, indices, axis=None, out=None): return call(numpy.take, a, indices, a
 def take_along_axis(a, indices, axis): return call(numpy.take_along_axis, a, indices, axis)
 
 
+def put_along_axis(arr, indices, values, axis):
+    """In place: arr[..., indices[...], ...] = values along `axis` (as numpy.put_along_axis)."""
+    if not isinstance(arr, ndarray):
+        raise TypeError(f"put_along_axis: arr must be a cupy array, got {type(arr)}")
+    numpy.put_along_axis(arr._array, unwrap(indices), unwrap(values), axis)
+
+
 def where(condition, x=None, y=None):
     if x is None and y is None:
         return call(numpy.where, condition)
