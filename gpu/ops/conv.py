@@ -15,48 +15,25 @@ output and its gradient as (o, n oh ow) matrices (a cheap copy: runs of oh ow va
     yT = Wm cols^T + b,    gWm = gyT cols,    gcols = gyT^T Wm,    gx = col2im(gcols),
     gb = sum_{n, i, j} gy
 
-where col2im adds each window's gradient back onto the pixels it was read from.
+where col2im adds each window's gradient back onto the pixels it was read from. Both are kernels
+(gpu/kernels/conv.cu): im2col a gather with one thread per column element, col2im a gather with
+one thread per input element; the products go to cuBLAS through cupy.matmul.
 
 Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
-column buffer stays cache-sized and is never built for the whole batch (that would be 288 MiB for
-a 64 -> 64 channel 3x3 conv at 32x32, batch 128: 9x the input). Backward rebuilds each chunk's
-columns from x, which the graph keeps alive anyway, instead of saving them: ResNet-18 at batch 128
-would otherwise hold ~2 GiB of columns, and keeping them measured no faster (fresh pages and
-cache misses cost what the rebuild saves). Forward saves x only when W needs a gradient and W only
-when x needs one (an attack's input gradient needs no columns at all).
+column buffer is never built for a whole large batch (288 MiB for a 64 -> 64 channel 3x3 conv at
+32x32, batch 128: 9x the input). The chunk is larger than ref's cache-sized one, because larger
+products use a GPU better. Backward rebuilds each chunk's columns from x, which the graph keeps
+alive anyway, instead of saving them (ResNet-18 at batch 128 would otherwise hold ~2 GiB of
+columns). Forward saves x only when W needs a gradient and W only when x needs one (an attack's
+input gradient needs no columns at all).
 """
-import numpy as np
-
 from gpu import cupy as cp
-from numpy.lib.stride_tricks import sliding_window_view
-
+from gpu.kernels import launch
+from ref.ops.conv import Conv2d as _RefConv2d
+from ref.ops.conv import check_input, out_size, pair  # noqa: F401 (shared with ref, as its API)
 from ref.tensor import Op
 
-CHUNK_BYTES = 8 * 2 ** 20  # column buffer size per chunk of images (at least one image)
-
-
-def pair(value, name, minimum):
-    """(int, int) from an int or a pair of ints, each >= minimum."""
-    values = (value, value) if isinstance(value, (int, np.integer)) else value
-    if not (isinstance(values, (tuple, list)) and len(values) == 2
-            and all(isinstance(v, (int, np.integer)) for v in values)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(values) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(values[0]), int(values[1])
-
-
-def out_size(size, k, s, p, d=1):
-    """Number of window positions: (size + 2 p - d (k - 1) - 1) // s + 1."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-def check_input(x, name, op):
-    """x must be a floating array of 4 dimensions (n, c, h, w)."""
-    if x.dtype.kind != "f":
-        raise TypeError(f"{op}: {name} must be a floating array, got dtype {x.dtype}")
-    if x.ndim != 4:
-        raise ValueError(f"{op}: {name} must have 4 dimensions (n, c, h, w), got shape {x.shape}")
+CHUNK_BYTES = 256 * 2 ** 20  # column buffer size per chunk of images (at least one image)
 
 
 def to_padded_nhwc(x, ph, pw, value=0.0):
@@ -75,28 +52,37 @@ def unpad_nchw(xpad, ph, pw, h, w):
 def im2col(xpad, kh, kw, sy, sx, dy, dx):
     """cols[n, i, j, p, q, c] = xpad[n, i sy + p dy, j sx + q dx, c], a contiguous copy.
 
-    xpad (n, hp, wp, c) -> cols (n, oh, ow, kh, kw, c). No copy when cols would equal xpad
-    (a 1x1 kernel with stride 1).
+    xpad (n, hp, wp, c) -> cols (n, oh, ow, kh, kw, c) by the im2col kernel. No copy when cols
+    would equal xpad (a 1x1 kernel with stride 1).
     """
-    ekh, ekw = (kh - 1) * dy + 1, (kw - 1) * dx + 1                      # dilated window extent
-    windows = sliding_window_view(xpad, (ekh, ekw), axis=(1, 2))         # (n, ., ., c, ekh, ekw)
-    windows = windows[:, ::sy, ::sx, :, ::dy, ::dx]                      # (n, oh, ow, c, kh, kw)
-    return cp.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3))     # (n, oh, ow, kh, kw, c)
+    n, hp, wp, c = xpad.shape
+    if (kh, kw, sy, sx) == (1, 1, 1, 1):
+        return xpad[:, :, :, None, None, :]                                  # (n, oh, ow, 1, 1, c)
+    oh, ow = out_size(hp, kh, sy, 0, dy), out_size(wp, kw, sx, 0, dx)
+    cols = cp.empty((n, oh, ow, kh, kw, c), dtype=xpad.dtype)            # (n, oh, ow, kh, kw, c)
+    _launch("im2col", cp.ascontiguousarray(xpad), cols,
+            (hp, wp, c, kh, kw, sy, sx, dy, dx, oh, ow))
+    return cols
 
 
 def col2im(gcols, hp, wp, sy, sx, dy, dx):
     """The adjoint of im2col: gxpad[n, i sy + p dy, j sx + q dx, c] += gcols[n, i, j, p, q, c].
 
-    gcols (n, oh, ow, kh, kw, c) -> gxpad (n, hp, wp, c); one strided slice add per (p, q).
+    gcols (n, oh, ow, kh, kw, c) -> gxpad (n, hp, wp, c) by the col2im kernel, a gather: each
+    element of gxpad sums the column entries that read it.
     """
     n, oh, ow, kh, kw, c = gcols.shape
-    gxpad = cp.zeros((n, hp, wp, c), dtype=gcols.dtype)            # (n, hp, wp, c)
-    for p in range(kh):
-        for q in range(kw):
-            rows = slice(p * dy, p * dy + sy * (oh - 1) + 1, sy)
-            columns = slice(q * dx, q * dx + sx * (ow - 1) + 1, sx)
-            gxpad[:, rows, columns, :] += gcols[:, :, :, p, q, :]  # (n, oh, ow, c)
+    gxpad = cp.empty((n, hp, wp, c), dtype=gcols.dtype)            # (n, hp, wp, c)
+    _launch("col2im", cp.ascontiguousarray(gcols), gxpad,
+            (hp, wp, c, kh, kw, sy, sx, dy, dx, oh, ow))
     return gxpad
+
+
+def _launch(name, source, target, sizes):
+    """Run im2col or col2im of conv.cu, one thread per element of target; sizes: hp wp c kh kw
+    sy sx dy dx oh ow."""
+    launch("conv.cu", name, target.dtype, target.size,
+           (source, target, *(cp.int32(v) for v in sizes), cp.int64(target.size)))
 
 
 class Conv2d(Op):
@@ -160,18 +146,7 @@ class Conv2d(Op):
         cols = im2col(xpad, kh, kw, self.sy, self.sx, self.dy, self.dx)  # (m, oh, ow, kh, kw, c)
         return cols.reshape(-1, kh * kw * x.shape[1])                    # (m*oh*ow, kh*kw*c)
 
-    @staticmethod
-    def _check(x, W, b):
-        check_input(x, "x", "conv2d")
-        check_input(W, "W", "conv2d")
-        if x.shape[1] != W.shape[1]:
-            raise ValueError(f"conv2d: x has {x.shape[1]} channels but W (shape {W.shape}) expects "
-                             f"{W.shape[1]} input channels")
-        if x.dtype != W.dtype or (b is not None and b.dtype != x.dtype):
-            raise TypeError(f"conv2d: x, W and b must share one dtype, got x {x.dtype}, W {W.dtype}"
-                            f", b {None if b is None else b.dtype}")
-        if b is not None and b.shape != (W.shape[0],):
-            raise ValueError(f"conv2d: b must have shape ({W.shape[0]},), got {b.shape}")
+    _check = staticmethod(_RefConv2d._check)
 
 
 def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):

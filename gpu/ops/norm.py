@@ -14,14 +14,18 @@ Backward (sums and means over n, h, w):
     training: gx = weight/sqrt(var+eps) * (gy - mean(gy) - x_hat * mean(gy x_hat))
     eval:     gx = weight/sqrt(var+eps) * gy
 The running statistics are updated in place (they are buffers) and get no gradient.
+
+Kernels (gpu/kernels/norm.cu): the statistics and the backward sums are reductions with one
+block of BLOCK threads per channel; y = (x - mean) scale + shift with scale = weight/sqrt(var+eps)
+and gx are elementwise. Forward saves x, mean and 1/sqrt(var + eps); x_hat is recomputed where it
+is needed instead of being stored.
 """
-import numbers
-
-import numpy as np
-
 from gpu import cupy as cp
-
+from gpu.kernels import launch
+from ref.ops.norm import _check
 from ref.tensor import Op
+
+BLOCK = 256  # threads per channel in the reductions, as `// block: 256` in norm.cu
 
 
 class BatchNorm(Op):
@@ -33,90 +37,82 @@ class BatchNorm(Op):
                 eps=1e-5, biased_running_var=False):
         _check(x, running_mean, running_var, weight, bias, training, momentum)
         n, c = x.shape[:2]
-        x3 = x.reshape(n, c, -1)                                      # (n, c, s)
+        x3 = cp.ascontiguousarray(x).reshape(n, c, -1)                # (n, c, s)
         self.training, self.x_shape, self.m = training, x.shape, x3.size // c
         if training:
-            mean = x3.mean(axis=(0, 2))                               # (c,)
-            x_hat = x3 - mean[:, None]                                # (n, c, s) centred
-            var = cp.einsum("ncs,ncs->c", x_hat, x_hat) / self.m      # (c,) biased
+            mean, var = _statistics(x3)                               # (c,) (c,) biased
             if running_mean is not None:
                 unbiased = 1 if biased_running_var else self.m / (self.m - 1)
                 _blend(running_mean, mean, momentum)
                 _blend(running_var, var * unbiased, momentum)
         else:
             mean, var = running_mean.copy(), running_var              # (c,) kept for backward
-        self.inv_std = 1 / cp.sqrt(var + eps)                         # (c,)
-        self.scale = self.inv_std if weight is None else weight * self.inv_std   # (c,)
-        if training:
-            x_hat *= self.inv_std[:, None]                            # (n, c, s) normalised
-            self.x_hat = x_hat
-            y = _affine(x_hat, weight, bias)                          # (n, c, s)
-        else:
-            self.x3, self.mean = x3, mean
-            shift = (0 if bias is None else bias) - mean * self.scale   # (c,)
-            y = _affine(x3, self.scale, shift)                        # (n, c, s)
+        self.inv_std = _per_channel(1 / cp.sqrt(var + eps), x)        # (c,)
+        self.scale = self.inv_std if weight is None else _per_channel(weight * self.inv_std, x)
+        self.x3, self.mean = x3, _per_channel(mean, x)                # (n, c, s), (c,)
+        shift = cp.zeros(c, dtype=x.dtype) if bias is None else _per_channel(bias, x)   # (c,)
+        y = cp.empty(x3.shape, dtype=x.dtype)                         # (n, c, s)
+        _elementwise("batch_norm_apply", (x3, self.mean, self.scale, shift, y))
         return y.reshape(x.shape)
 
     def backward(self, gy):
-        gy3 = gy.reshape(self.x_shape[0], self.x_shape[1], -1)        # (n, c, s)
+        gy3 = cp.ascontiguousarray(gy).reshape(self.x3.shape)         # (n, c, s)
         need_x, need_weight, need_bias = self.needs_grad[0], self.needs_grad[3], self.needs_grad[4]
-        if self.training:
-            x_hat = self.x_hat                                        # (n, c, s)
-        elif need_weight:
-            x_hat = (self.x3 - self.mean[:, None]) * self.inv_std[:, None]   # (n, c, s)
-        gbias = gy3.sum(axis=(0, 2)) if need_bias or self.training else None   # (c,)
-        gweight = (cp.einsum("ncs,ncs->c", gy3, x_hat)
-                   if need_weight or self.training else None)         # (c,)
+        gbias = gweight = None
+        if need_weight or need_bias or self.training:
+            gbias, gweight = _sums(gy3, self.x3, self.mean, self.inv_std)   # (c,) (c,)
         gx = None
         if need_x and self.training:
-            gx = x_hat * (-gweight / self.m)[:, None]                 # (n, c, s)
-            gx += gy3
-            gx -= (gbias / self.m)[:, None]
-            gx *= self.scale[:, None]
+            gx = cp.empty(gy3.shape, dtype=gy3.dtype)                 # (n, c, s)
+            _elementwise("batch_norm_backward", (gy3, self.x3, self.mean, self.inv_std,
+                                                 self.scale, gbias, gweight, gx),
+                         cp.int64(self.m))
         elif need_x:
             gx = gy3 * self.scale[:, None]                            # (n, c, s)
         return (None if gx is None else gx.reshape(self.x_shape), None, None,
                 gweight if need_weight else None, gbias if need_bias else None)
 
 
-def _affine(x3, scale, shift):
-    """scale[c] * x3 + shift[c] with either factor optional; x3 itself when both are None."""
-    if scale is None and shift is None:
-        return x3   # non-affine training: y is the saved x_hat, which nothing modifies in place
-    y = x3 * scale[:, None] if scale is not None else x3.copy()     # (n, c, s)
-    if shift is not None:
-        y += shift[:, None]
-    return y
+def _per_channel(v, x):
+    """A (c,) array in x's dtype, contiguous, as the kernels take it."""
+    return cp.ascontiguousarray(v, dtype=x.dtype)
+
+
+def _statistics(x3):
+    """(mean, biased var) per channel of x3 (n, c, s), by the batch_norm_stats kernel."""
+    c = x3.shape[1]
+    mean, var = cp.empty(c, dtype=x3.dtype), cp.empty(c, dtype=x3.dtype)   # (c,) (c,)
+    _reduction("batch_norm_stats", x3, (x3, mean, var))
+    return mean, var
+
+
+def _sums(gy3, x3, mean, inv_std):
+    """(sum gy, sum gy x_hat) per channel, x_hat = (x3 - mean) inv_std, by batch_norm_sums."""
+    c = x3.shape[1]
+    gbias, gweight = cp.empty(c, dtype=x3.dtype), cp.empty(c, dtype=x3.dtype)   # (c,) (c,)
+    _reduction("batch_norm_sums", x3, (gy3, x3, mean, inv_std, gbias, gweight))
+    return gbias, gweight
+
+
+def _reduction(name, x3, arrays):
+    """Run a one-block-per-channel kernel: arrays, then c s m."""
+    n, c, s = x3.shape
+    launch("norm.cu", name, x3.dtype, c * BLOCK,
+           (*arrays, cp.int32(c), cp.int64(s), cp.int64(n * s)), block=BLOCK)
+
+
+def _elementwise(name, arrays, *scalars):
+    """Run a one-thread-per-element kernel over the first array (n, c, s): arrays, c, s, the
+    given scalars, and the element count."""
+    x3 = arrays[0]
+    launch("norm.cu", name, x3.dtype, x3.size,
+           (*arrays, cp.int32(x3.shape[1]), cp.int64(x3.shape[2]), *scalars, cp.int64(x3.size)))
 
 
 def _blend(running, batch, momentum):
     """running <- (1 - momentum) running + momentum batch, in place."""
     running *= 1 - momentum
     running += momentum * batch
-
-
-def _check(x, running_mean, running_var, weight, bias, training, momentum):
-    """Raise a clear error for a bad shape, dtype or mode."""
-    if x.ndim not in (2, 4):
-        raise ValueError(f"batch_norm: x must be (n, c, h, w) or (n, c), got shape {x.shape}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"batch_norm: x must be floating, got {x.dtype}")
-    c = x.shape[1]
-    named = {"running_mean": running_mean, "running_var": running_var, "weight": weight,
-             "bias": bias}
-    for name, v in named.items():
-        if v is not None and v.shape != (c,):
-            raise ValueError(f"batch_norm: {name} has shape {v.shape}, x {x.shape} has {c} "
-                             f"channels, so it must be ({c},)")
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
-    if not training and running_mean is None:
-        raise ValueError("batch_norm: training=False (eval) needs running_mean and running_var")
-    if training and x.size <= c:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
-                         f"got x of shape {x.shape}")
-    if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
-        raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,

@@ -13,86 +13,104 @@ half the window, as PyTorch requires. x (n, c, h, w)  y (n, c, oh, ow); g prefix
                  r0(i) = floor(i h / oh), r1(i) = ceil((i + 1) h / oh), s0 s1 likewise with w ow;
                  output size 1 is the global average pool.
 
-Both averages are separable: y = A x B^T over the two spatial axes, with A (oh, h) and B (ow, w)
-holding 1/divisor on each window's inputs, so gx = A^T gy B. Max pooling reuses the channels-last
-im2col / col2im of gpu.ops.conv.
+Every pool is described by its windows along h and along w: (starts, ends, divisors), the rows
+r0 <= r < r1 of window i (the part outside x is padding) and the divisor of the averages. The
+kernels of gpu/kernels/pool.cu take these as int arrays `rows` (3, oh) and `columns` (3, ow);
+their backward passes gather, for each input pixel, over the windows that contain it, given as
+`row_windows` (2, h) and `column_windows` (2, w) (first window, one past the last).
 """
-import numpy as np
-
 from gpu import cupy as cp
-
-from gpu.ops.conv import check_input, col2im, im2col, out_size, pair, to_padded_nhwc, unpad_nchw
+from gpu.kernels import launch
+from ref.ops.conv import check_input, pair
+from ref.ops.pool import _window_geometry
 from ref.tensor import Op
 
 
-def _window_geometry(x, kernel_size, stride, padding, op):
-    """(kh, kw), (sy, sx), (ph, pw), (oh, ow) of a max or average pool, checked."""
-    check_input(x, "x", op)
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sy, sx = pair(kernel_size if stride is None else stride, "stride", 1)
-    ph, pw = pair(padding, "padding", 0)
-    if 2 * ph > kh or 2 * pw > kw:
-        raise ValueError(f"{op}: padding {padding!r} must be at most half of kernel_size "
-                         f"{kernel_size!r}")
-    h, w = x.shape[2:]
-    oh, ow = out_size(h, kh, sy, ph), out_size(w, kw, sx, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{op}: output size ({oh}, {ow}) < 1 for input ({h}, {w}), kernel_size "
-                         f"{kernel_size!r}, stride {stride!r}, padding {padding!r}")
-    return (kh, kw), (sy, sx), (ph, pw), (oh, ow)
+def _strided_windows(k, size, stride, padding):
+    """(3, k) windows i stride - padding <= r < i stride - padding + size, divisor size."""
+    starts = cp.arange(k) * stride - padding                           # (k,)
+    return _windows(starts, starts + size, cp.full(k, size))           # (3, k)
+
+
+def _adaptive_windows(size, k):
+    """(3, k) windows of PyTorch's adaptive bins, floor(i size/k) to ceil((i+1) size/k)"""
+    i = cp.arange(k)                # (k,)
+    starts = i * size // k          # (k,)
+    ends = -(-(i + 1) * size // k)  # (k,) ceil
+    return _windows(starts, ends, ends - starts)
+
+
+def _windows(starts, ends, divisors):
+    """(starts, ends, divisors) of k windows packed as the (3, k) int32 array the kernels take."""
+    return cp.stack([starts, ends, divisors]).astype(cp.int32)         # (3, k)
+
+
+def _containing(windows, size):
+    """(2, size): position r lies in the windows first[r] <= i < end[r] (starts and ends of the
+    windows never decrease, so these are ranges)."""
+    r = cp.arange(size, dtype=cp.int32)                                 # (size,)
+    first = cp.searchsorted(windows[1], r, side="right")                # (size,) first end > r
+    end = cp.searchsorted(windows[0], r, side="right")                  # (size,) starts <= r
+    return cp.stack([first, end]).astype(cp.int32)                      # (2, size)
+
+
+def _gather(name, gy, x_shape, rows, columns, *saved):
+    """gx (n, c, h, w) by the backward kernel `name`, one thread per input pixel; its arguments:
+    gy, saved, rows, columns, the windows containing each row and column, gx."""
+    gx = cp.empty(x_shape, dtype=gy.dtype)                                    # (n, c, h, w)
+    windows = (_containing(rows, x_shape[2]), _containing(columns, x_shape[3]))
+    _launch(name, gy.dtype, gx.size,
+            (cp.ascontiguousarray(gy), *saved, rows, columns, *windows, gx), x_shape, gy.shape)
+    return gx
+
+
+def _launch(name, dtype, total, arrays, x_shape, y_shape):
+    """Run kernel `name` of pool.cu over `total` elements: arrays, then h w oh ow total."""
+    sizes = (cp.int32(v) for v in (*x_shape[2:], *y_shape[2:]))
+    launch("pool.cu", name, dtype, total, (*arrays, *sizes, cp.int64(total)))
 
 
 class MaxPool2d(Op):
     """y = max over each window of the -inf padded x;  gx: gy at the first maximal element"""
 
     def forward(self, x, kernel_size, stride=None, padding=0):
-        (kh, kw), (self.sy, self.sx), (self.ph, self.pw), (oh, ow) = _window_geometry(
+        (kh, kw), (sy, sx), (ph, pw), (oh, ow) = _window_geometry(
             x, kernel_size, stride, padding, "max_pool2d")
         n, c, h, w = self.x_shape = x.shape
-        xpad = to_padded_nhwc(x, self.ph, self.pw, -np.inf)              # (n, hp, wp, c)
-        cols = im2col(xpad, kh, kw, self.sy, self.sx, 1, 1)              # (n, oh, ow, kh, kw, c)
-        cols = cols.reshape(n, oh, ow, kh * kw, c)                       # (n, oh, ow, kh*kw, c)
-        self.first = cols.argmax(axis=3)[:, :, :, None, :]               # (n, oh, ow, 1, c)
-        y = cp.take_along_axis(cols, self.first, axis=3)[:, :, :, 0, :]  # (n, oh, ow, c)
-        self.kernel = (kh, kw)
-        return cp.ascontiguousarray(y.transpose(0, 3, 1, 2))             # (n, c, oh, ow)
+        self.rows = _strided_windows(oh, kh, sy, ph)                     # (3, oh)
+        self.columns = _strided_windows(ow, kw, sx, pw)                  # (3, ow)
+        y = cp.empty((n, c, oh, ow), dtype=x.dtype)                      # (n, c, oh, ow)
+        self.first = cp.empty((n, c, oh, ow), dtype=cp.int32)            # (n, c, oh, ow)
+        _launch("max_pool_forward", x.dtype, y.size,
+                (cp.ascontiguousarray(x), self.rows, self.columns, y, self.first),
+                x.shape, y.shape)
+        return y
 
-    def backward(self, gy):                                                      # gy (n, c, oh, ow)
-        n, c, h, w = self.x_shape
-        (kh, kw), (oh, ow) = self.kernel, gy.shape[2:]
-        gcols = cp.zeros((n, oh, ow, kh * kw, c), dtype=gy.dtype)            # (n, oh, ow, kh*kw, c)
-        cp.put_along_axis(gcols, self.first, gy.transpose(0, 2, 3, 1)[:, :, :, None, :], axis=3)
-        gxpad = col2im(gcols.reshape(n, oh, ow, kh, kw, c), h + 2 * self.ph, w + 2 * self.pw,
-                       self.sy, self.sx, 1, 1)                                     # (n, hp, wp, c)
-        return (cp.ascontiguousarray(unpad_nchw(gxpad, self.ph, self.pw, h, w)),)  # (n, c, h, w)
-
-
-def _average_matrix(size, starts, ends, divisors, dtype):
-    """A[i, r] = 1 / divisors[i] for starts[i] <= r < ends[i], else 0: A (len(starts), size)."""
-    r = cp.arange(size)                                    # (size,)
-    inside = (starts[:, None] <= r) & (r < ends[:, None])  # (k, size)
-    return (inside / divisors[:, None]).astype(dtype)      # (k, size)
+    def backward(self, gy):                                                  # gy (n, c, oh, ow)
+        return (_gather("max_pool_backward", gy, self.x_shape, self.rows, self.columns,
+                        self.first),)                                        # (n, c, h, w)
 
 
 class AvgPool2d(Op):
-    """y = A x B^T (A (oh, h), B (ow, w) averaging matrices);  gx = A^T gy B"""
+    """y = window sums / divisors (padding counts as zeros);  gx = sum of gy / divisors over the
+    windows containing each pixel"""
 
     def forward(self, x, kernel_size, stride=None, padding=0):
         (kh, kw), (sy, sx), (ph, pw), (oh, ow) = _window_geometry(
             x, kernel_size, stride, padding, "avg_pool2d")
-        rows = cp.arange(oh) * sy - ph     # (oh,) window starts
-        columns = cp.arange(ow) * sx - pw  # (ow,)
-        return self._average(x, (rows, rows + kh, cp.full(oh, kh)),
-                             (columns, columns + kw, cp.full(ow, kw)))
+        return self._average(x, _strided_windows(oh, kh, sy, ph), _strided_windows(ow, kw, sx, pw))
 
     def _average(self, x, rows, columns):
-        """rows, columns: (starts, ends, divisors) of the windows along h and along w."""
-        self.A = _average_matrix(x.shape[2], *rows, x.dtype)     # (oh, h)
-        self.B = _average_matrix(x.shape[3], *columns, x.dtype)  # (ow, w)
-        return self.A @ x @ self.B.T                             # (n, c, oh, ow)
+        """rows (3, oh), columns (3, ow): (starts, ends, divisors) of the windows along h, w."""
+        self.x_shape, self.rows, self.columns = x.shape, rows, columns
+        y = cp.empty((*x.shape[:2], rows.shape[1], columns.shape[1]),
+                     dtype=x.dtype)                                          # (n, c, oh, ow)
+        _launch("avg_pool_forward", x.dtype, y.size,
+                (cp.ascontiguousarray(x), rows, columns, y), x.shape, y.shape)
+        return y
 
-    def backward(self, gy):               # gy (n, c, oh, ow)
-        return (self.A.T @ gy @ self.B,)  # (n, c, h, w)
+    def backward(self, gy):                                                  # gy (n, c, oh, ow)
+        return (_gather("avg_pool_backward", gy, self.x_shape, self.rows, self.columns),)
 
 
 class AdaptiveAvgPool2d(AvgPool2d):
@@ -103,14 +121,6 @@ class AdaptiveAvgPool2d(AvgPool2d):
         oh, ow = pair(output_size, "output_size", 1)
         h, w = x.shape[2:]
         return self._average(x, _adaptive_windows(h, oh), _adaptive_windows(w, ow))
-
-
-def _adaptive_windows(size, k):
-    """(starts, ends, divisors) of PyTorch's adaptive bins, floor(i size/k) to ceil((i+1) size/k)"""
-    i = cp.arange(k)                # (k,)
-    starts = i * size // k          # (k,)
-    ends = -(-(i + 1) * size // k)  # (k,) ceil
-    return starts, ends, ends - starts
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
