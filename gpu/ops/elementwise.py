@@ -151,10 +151,10 @@ class ReLU(Op):
 
     def forward(self, x):
         self.positive = x > 0
-        return cp.where(self.positive, x, 0)   # (same shape and dtype as x)
+        return cp.maximum(x, 0)              # (same shape and dtype as x); NaN stays NaN
 
     def backward(self, gy):
-        return (cp.where(self.positive, gy, 0),)
+        return (gy * self.positive,)
 
 
 class Sigmoid(Op):

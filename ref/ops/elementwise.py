@@ -155,10 +155,10 @@ class ReLU(Op):
 
     def forward(self, x):
         self.positive = x > 0
-        return np.where(self.positive, x, 0)   # (same shape and dtype as x)
+        return np.maximum(x, 0)              # (same shape and dtype as x); NaN stays NaN
 
     def backward(self, gy):
-        return (np.where(self.positive, gy, 0),)
+        return (gy * self.positive,)
 
 
 class Sigmoid(Op):
