@@ -2,6 +2,11 @@
 
     python examples/cifar_at.py --preset quick          # digits + small CNN, ~1-2 min on 2 cores
     python examples/cifar_at.py --objective trades --arch resnet18 --backend gpu
+    GPU_EMULATOR=1 python examples/cifar_at.py --preset quick --backend gpu  # CPU emulator: slow
+
+On the same seed and dtype, --backend numpy and --backend gpu give the same run (float64: up to
+rounding; float32: within float tolerance); metrics, report.json and checkpoints are host values,
+and a checkpoint of either backend loads on the other.
 
 The run directory (--out, default runs/<dataset>_<arch>_<objective>) receives a checkpoint per
 epoch (epoch_<e>.h5, last.h5, and best.h5 by validation PGD accuracy, or clean accuracy for

@@ -15,6 +15,10 @@ import datasets  # noqa: E402
 import ref.models  # noqa: E402
 from ref import optim  # noqa: E402
 
+# the keyword argument that --width sets, for the architectures whose width can change
+WIDTH_ARGUMENT = {"small_cnn": "width", "resnet18": "width", "resnet34": "width",
+                  "resnet50": "width", "preact_resnet18": "width", "wide_resnet": "widen"}
+
 
 def parser(description, presets):
     """Options every example takes; `presets` maps a name to option defaults."""
@@ -25,8 +29,13 @@ def parser(description, presets):
     p.add_argument("--dataset", default="cifar10", choices=datasets.NAMES)
     p.add_argument("--data-root", default=None, help="dataset folder (default: the cache)")
     p.add_argument("--arch", default="resnet18", choices=sorted(ref.models.MODELS))
-    p.add_argument("--width", type=int, default=None, help="network width (small_cnn, resnets)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "gpu"])
+    p.add_argument("--width", type=int, default=None,
+                   help="network width: channels of small_cnn and the resnets, the widening factor "
+                        "k of wide_resnet (vgg16_bn and wrn_28_k have a fixed width)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "gpu"],
+                   help="numpy (ref) or gpu (CuPy; GPU_EMULATOR=1 runs it on the CPU emulator)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="parameters and computation (float64 makes backends comparable)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
@@ -39,6 +48,8 @@ def parser(description, presets):
     p.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
     p.add_argument("--val-size", type=float, default=1000,
                    help="held-out training images for model selection (count or fraction)")
+    p.add_argument("--train-n", type=int, default=None,
+                   help="training images to use, taken after the held-out split (all)")
     p.add_argument("--eval-n", type=int, default=None, help="test images to evaluate (all)")
     p.add_argument("--eval-attacks", default="fgsm,pgd10,pgd50,apgd")
     p.add_argument("--seed", type=int, default=0)
@@ -48,11 +59,19 @@ def parser(description, presets):
 
 
 def parse(p, presets, argv=None):
-    """Parse with the chosen preset's values as defaults."""
-    preset = p.parse_known_args(argv)[0].preset
-    if preset is not None:
-        p.set_defaults(**presets[preset])
-    return p.parse_args(argv)
+    """Parse with the chosen preset's values as defaults. A preset's width belongs to the preset's
+    architecture: it is dropped for an --arch of fixed width, while an explicit --width there is an
+    error."""
+    given = p.parse_known_args(argv)[0]                 # the options as typed, without the preset
+    if given.preset is not None:
+        p.set_defaults(**presets[given.preset])
+    args = p.parse_args(argv)
+    if args.width is not None and args.arch not in WIDTH_ARGUMENT:
+        if given.width is not None:
+            p.error(f"--width: {args.arch} has a fixed width; --width applies to "
+                    f"{', '.join(sorted(WIDTH_ARGUMENT))}")
+        args.width = None
+    return args
 
 
 def run_dir(args, name):
@@ -62,11 +81,14 @@ def run_dir(args, name):
 
 
 def load_data(args):
-    """dict(info, loader, val, test): a shuffled (augmented) training Loader without the
-    held-out split, the held-out (x, y) and the first eval_n test images, all uint8."""
+    """dict(info, loader, val, test): a shuffled (augmented) training Loader over the first
+    train_n images outside the held-out split, on --backend; the held-out (x, y) and the first
+    eval_n test images, all uint8 on the host (evaluation moves each batch to the model's
+    backend)."""
     x, y = datasets.load(args.dataset, "train", root=args.data_root)
     xt, yt = datasets.load(args.dataset, "test", root=args.data_root)
     (x, y), val = datasets.split_validation(x, y, _count(args.val_size), seed=args.seed)
+    x, y = x[:args.train_n], y[:args.train_n]           # all of them when train_n is None
     loader = datasets.Loader(x, y, args.batch_size, shuffle=True, seed=args.seed,
                              augment=datasets.default_augment(args.dataset, "train"),
                              backend=args.backend)
@@ -79,10 +101,11 @@ def _count(value):
 
 
 def build_model(args, info):
-    width = {} if args.width is None else dict(width=args.width)
+    """The --arch network in --dtype on --backend (create the optimizer after this move)."""
+    width = {} if args.width is None else {WIDTH_ARGUMENT[args.arch]: args.width}
     model = ref.models.get(args.arch, num_classes=info["num_classes"],
                            in_channels=info["shape"][0], rng=args.seed, **width)
-    return model.to(args.backend)
+    return model.astype(np.dtype(args.dtype)).to(args.backend)
 
 
 def make_optimizer(args, model):
