@@ -135,6 +135,22 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):
     return y
 
 
+
+def conv2d_input_grad(gy, W, x_shape, stride=1, padding=0, dilation=1):
+    """gx[n, c, r, s] = sum of gy[n, o, i, j] W[o, c, p, q] over the (i, j, o, p, q) whose window
+    reads x[n, c, r, s] (r = i sy - ph + p dy, s = j sx - pw + q dx): the adjoint of conv2d in x,
+    as a scatter loop."""
+    (sy, sx), (ph, pw), (dy, dx) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, w = x_shape
+    o, _, kh, kw = W.shape
+    gx = np.zeros(x_shape)
+    for m, f, i, j in np.ndindex(*gy.shape):
+        for ch, p, q in np.ndindex(c, kh, kw):
+            r, s = i * sy - ph + p * dy, j * sx - pw + q * dx
+            if 0 <= r < h and 0 <= s < w:
+                gx[m, ch, r, s] += gy[m, f, i, j] * W[f, ch, p, q]
+    return gx
+
 def _pool_windows(x, kernel_size, stride, padding):
     """Yield (m, ch, i, j, [(r, s, inside), ...]) for every pooling window, in row-major order."""
     (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)

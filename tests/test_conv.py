@@ -14,12 +14,12 @@ from ref.gradcheck import check_vjp
 
 
 @st.composite
-def conv_cases(draw):
+def conv_cases(draw, strides=st.integers(1, 3), paddings=st.integers(0, 2)):
     """Small (x shape, W shape, stride, padding, dilation) with an output of at least 1x1."""
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    stride = (draw(strides), draw(strides))
+    padding = (draw(paddings), draw(paddings))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     low_h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0])
     low_w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1])
@@ -64,13 +64,29 @@ def test_backward_gradcheck(case, bias, one_image_chunks, seed):
                   inputs, rng)
 
 
+@given(case=conv_cases(strides=st.integers(1, 2), paddings=st.integers(0, 5)),
+       one_image_chunks=st.booleans(), seed=st.integers(0, 99))
+def test_input_gradient_matches_the_scatter_loop(case, one_image_chunks, seed):
+    """gx by both paths: stride 1 with padding <= dilated kernel extent - 1 (the correlation of
+    the padded gy with the flipped kernel) and every other case (col2im)."""
+    x_shape, W_shape, stride, padding, dilation = case
+    rng = np.random.default_rng(seed)
+    x, W, _ = _tensors(rng, x_shape, W_shape, False, grad=(True, False, False))
+    with _chunking(1 if one_image_chunks else None):
+        y = ref.ops.conv2d(x, W, stride=stride, padding=padding, dilation=dilation)
+        gy = rng.standard_normal(y.shape)
+        y.backward(gy)
+    expected = reference.conv2d_input_grad(gy, W.data, x_shape, stride, padding, dilation)
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("grad", [(True, False, False), (False, True, True), (True, True, False)])
 def test_only_requested_gradients_are_computed(grad, rng):
     """An attack needs only gx: W is then neither differentiated nor x kept for gW, and back."""
     x, W, b = _tensors(rng, (2, 3, 6, 5), (4, 3, 3, 3), True, grad=grad)
     y = ref.ops.conv2d(x, W, b, padding=1)
     op = y.op
-    assert (op.x is not None) == grad[1] and (op.Wm is not None) == grad[0]
+    assert (op.x is not None) == grad[1] and (op.W is not None) == grad[0]
     gy = rng.standard_normal(y.shape)
     y.backward(gy)
     full = [ref.Tensor(t.data, requires_grad=True) for t in (x, W, b)]

@@ -9,21 +9,28 @@ x (n, c, h, w)  W (o, c, kh, kw)  b (o,)  y (n, o, oh, ow); a g prefix marks a g
 
 Layout: inside the op the input is channels-last and padded, xpad (n, hp, wp, c), so an im2col row
 (the window under one output pixel, ordered p, q, c) is made of contiguous runs of c values.
-With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), and yT, gyT the
-output and its gradient as (o, n oh ow) matrices (a cheap copy: runs of oh ow values stay whole):
+With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), yN the output as
+(n oh ow, o) rows and gyT its gradient as an (o, n oh ow) matrix (a cheap copy: runs of oh ow
+values stay whole):
 
-    yT = Wm cols^T + b,    gWm = gyT cols,    gcols = gyT^T Wm,    gx = col2im(gcols),
+    yN = cols Wm^T + b,    gWm = gyT cols,    gcols = gyT^T Wm,    gx = col2im(gcols),
     gb = sum_{n, i, j} gy
 
-where col2im adds each window's gradient back onto the pixels it was read from.
+where col2im adds each window's gradient back onto the pixels it was read from. With stride 1
+(and ph <= dy (kh - 1), pw <= dx (kw - 1), as in every 'same' conv) gx is instead the correlation
+of gy, padded by P = dy (kh - 1) - ph and Q = dx (kw - 1) - pw, with the flipped kernel: again an
+im2col and one product, without col2im's scattered adds:
+
+    gx[n, c, i, j] = sum_{o, p, q} W[o, c, kh-1-p, kw-1-q] gypad[n, o, i + p dy, j + q dx]
 
 Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
 column buffer stays cache-sized and is never built for the whole batch (that would be 288 MiB for
 a 64 -> 64 channel 3x3 conv at 32x32, batch 128: 9x the input). Backward rebuilds each chunk's
 columns from x, which the graph keeps alive anyway, instead of saving them: ResNet-18 at batch 128
 would otherwise hold ~2 GiB of columns, and keeping them measured no faster (fresh pages and
-cache misses cost what the rebuild saves). Forward saves x only when W needs a gradient and W only
-when x needs one (an attack's input gradient needs no columns at all).
+cache misses cost what the rebuild saves; so did keeping a padded copy of x). Forward keeps x
+only when W needs a gradient and W only when x needs one (an attack's input gradient needs no
+columns at all).
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -100,7 +107,8 @@ def col2im(gcols, hp, wp, sy, sx, dy, dx):
 class Conv2d(Op):
     """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
 
-    gx = col2im(gyT^T Wm),  gW = gyT cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
+    gx = col2im(gyT^T Wm) (stride 1: the flipped-kernel correlation of gy),
+    gW = gyT cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
     """
 
     def forward(self, x, W, b=None, stride=1, padding=0, dilation=1):
@@ -122,12 +130,12 @@ class Conv2d(Op):
         y = np.empty((n, o, oh, ow), dtype=x.dtype)                              # (n, o, oh, ow)
         for a in range(0, n, self.step):
             chunk = slice(a, a + self.step)
-            yT = Wm @ self._cols(x[chunk]).T                                     # (o, m*oh*ow)
+            yN = self._cols(x[chunk]) @ Wm.T                                     # (m*oh*ow, o)
             if b is not None:
-                yT += b[:, None]
-            y[chunk] = yT.reshape(o, -1, oh, ow).transpose(1, 0, 2, 3)           # (m, o, oh, ow)
-        self.x = x if self.needs_grad[1] else None                           # for the columns of gW
-        self.Wm = Wm if self.needs_grad[0] else None                             # for gx
+                yN += b
+            y[chunk] = yN.reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)           # (m, o, oh, ow)
+        self.x = x if self.needs_grad[1] else None                               # for gW's columns
+        self.W = W if self.needs_grad[0] else None                               # for gx
         return y
 
     def backward(self, gy):                                                      # gy (n, o, oh, ow)
@@ -143,13 +151,29 @@ class Conv2d(Op):
             if want_gW:
                 gWm += gyT @ self._cols(self.x[chunk])                             # (o, kh*kw*c)
             if want_gx:
-                gcols = (gyT.T @ self.Wm).reshape(-1, oh, ow, kh, kw, c)    # (m, oh, ow, kh, kw, c)
-                gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
-                               self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
-                gx[chunk] = unpad_nchw(gxpad, self.ph, self.pw, h, w)              # (m, c, h, w)
+                gx[chunk] = self._input_grad(gy[chunk], gyT)                       # (m, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         gb = gy.sum(axis=(0, 2, 3)) if want_gb else None                           # (o,)
         return gx, None if gW is None else np.ascontiguousarray(gW), gb
+
+    def _input_grad(self, gy, gyT):
+        """gx of a chunk, gy (m, o, oh, ow), gyT (o, m*oh*ow): the correlation of the padded gy
+        with the flipped kernel when the stride is 1, else col2im(gyT^T Wm)."""
+        m, o, oh, ow = gy.shape
+        _, c, h, w = self.x_shape
+        kh, kw = self.W_shape[2:]
+        P, Q = self.dy * (kh - 1) - self.ph, self.dx * (kw - 1) - self.pw       # padding of gy
+        if (self.sy, self.sx) == (1, 1) and P >= 0 and Q >= 0:
+            Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
+            gypad = to_padded_nhwc(gy, P, Q)                                     # (m, ., ., o)
+            gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)           # (m, h, w, kh, kw, o)
+            gxT = gcols.reshape(m * h * w, kh * kw * o) @ Wt                     # (m*h*w, c)
+            return gxT.reshape(m, h, w, c).transpose(0, 3, 1, 2)                 # (m, c, h, w)
+        Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)                # (o, kh*kw*c)
+        gcols = (gyT.T @ Wm).reshape(m, oh, ow, kh, kw, c)                  # (m, oh, ow, kh, kw, c)
+        gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
+                       self.sy, self.sx, self.dy, self.dx)                       # (m, hp, wp, c)
+        return unpad_nchw(gxpad, self.ph, self.pw, h, w)                         # (m, c, h, w)
 
     def _cols(self, x):
         """im2col of a chunk of x (m, c, h, w) as a matrix (m*oh*ow, kh*kw*c)."""
