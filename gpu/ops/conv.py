@@ -10,10 +10,9 @@ x (n, c, h, w)  W (o, c, kh, kw)  b (o,)  y (n, o, oh, ow); a g prefix marks a g
 Layout: inside the op the input is channels-last and padded, xpad (n, hp, wp, c), so an im2col row
 (the window under one output pixel, ordered p, q, c) is made of contiguous runs of c values.
 With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), yN the output as
-(n oh ow, o) rows and gyT its gradient as an (o, n oh ow) matrix (a cheap copy: runs of oh ow
-values stay whole):
+(n oh ow, o) rows and gyN its gradient likewise:
 
-    yN = cols Wm^T + b,    gWm = gyT cols,    gcols = gyT^T Wm,    gx = col2im(gcols),
+    yN = cols Wm^T + b,    gWm = gyN^T cols,    gcols = gyN Wm,    gx = col2im(gcols),
     gb = sum_{n, i, j} gy
 
 where col2im adds each window's gradient back onto the pixels it was read from. With stride 1
@@ -46,9 +45,19 @@ CHUNK_BYTES = 256 * 2 ** 20  # column buffer size per chunk of images (at least 
 
 def to_padded_nhwc(x, ph, pw, value=0.0):
     """x (n, c, h, w) -> xpad (n, h + 2 ph, w + 2 pw, c), channels last, border set to value."""
-    n, c, h, w = x.shape
-    xpad = cp.full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=x.dtype)  # (n, hp, wp, c)
-    xpad[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    return pad_nhwc(x.transpose(0, 2, 3, 1), ph, pw, value)
+
+
+def pad_nhwc(x, ph, pw, value=0.0):
+    """x (n, h, w, c) -> xpad (n, h + 2 ph, w + 2 pw, c), border set to value; x itself when
+    there is no padding and x is contiguous."""
+    n, h, w, c = x.shape
+    if ph == pw == 0 and x.flags.c_contiguous:
+        return x
+    xpad = cp.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)  # (n, hp, wp, c)
+    for border in (xpad[:, :ph], xpad[:, ph + h:], xpad[:, :, :pw], xpad[:, :, pw + w:]):
+        border[...] = value
+    xpad[:, ph:ph + h, pw:pw + w, :] = x
     return xpad
 
 
@@ -96,8 +105,8 @@ def _launch(name, source, target, sizes):
 class Conv2d(Op):
     """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
 
-    gx = col2im(gyT^T Wm) (stride 1: the flipped-kernel correlation of gy),
-    gW = gyT cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
+    gx = col2im(gyN Wm) (stride 1: the flipped-kernel correlation of gy),
+    gW = gyN^T cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
     """
 
     def forward(self, x, W, b=None, stride=1, padding=0, dilation=1):
@@ -136,30 +145,30 @@ class Conv2d(Op):
         gWm = cp.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
         for a in range(0, n, self.step):
             chunk = slice(a, a + self.step)
-            gyT = gy[chunk].transpose(1, 0, 2, 3).reshape(o, -1)                   # (o, m*oh*ow)
+            gyN = cp.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
             if want_gW:
-                gWm += gyT @ self._cols(self.x[chunk])                             # (o, kh*kw*c)
+                gWm += gyN.reshape(-1, o).T @ self._cols(self.x[chunk])            # (o, kh*kw*c)
             if want_gx:
-                gx[chunk] = self._input_grad(gy[chunk], gyT)                       # (m, c, h, w)
+                gx[chunk] = self._input_grad(gyN)                                  # (m, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         gb = gy.sum(axis=(0, 2, 3)) if want_gb else None                           # (o,)
         return gx, None if gW is None else cp.ascontiguousarray(gW), gb
 
-    def _input_grad(self, gy, gyT):
-        """gx of a chunk, gy (m, o, oh, ow), gyT (o, m*oh*ow): the correlation of the padded gy
-        with the flipped kernel when the stride is 1, else col2im(gyT^T Wm)."""
-        m, o, oh, ow = gy.shape
+    def _input_grad(self, gyN):
+        """gx (m, c, h, w) of a chunk from its gy as gyN (m, oh, ow, o): the correlation of the
+        padded gy with the flipped kernel when the stride is 1, else col2im(gyN Wm)."""
+        m, oh, ow, o = gyN.shape
         _, c, h, w = self.x_shape
         kh, kw = self.W_shape[2:]
         P, Q = self.dy * (kh - 1) - self.ph, self.dx * (kw - 1) - self.pw       # padding of gy
         if (self.sy, self.sx) == (1, 1) and P >= 0 and Q >= 0:
             Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
-            gypad = to_padded_nhwc(gy, P, Q)                                     # (m, ., ., o)
+            gypad = pad_nhwc(gyN, P, Q)                                          # (m, ., ., o)
             gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)           # (m, h, w, kh, kw, o)
             gxT = gcols.reshape(m * h * w, kh * kw * o) @ Wt                     # (m*h*w, c)
             return gxT.reshape(m, h, w, c).transpose(0, 3, 1, 2)                 # (m, c, h, w)
         Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)                # (o, kh*kw*c)
-        gcols = (gyT.T @ Wm).reshape(m, oh, ow, kh, kw, c)                  # (m, oh, ow, kh, kw, c)
+        gcols = (gyN.reshape(-1, o) @ Wm).reshape(m, oh, ow, kh, kw, c)     # (m, oh, ow, kh, kw, c)
         gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
                        self.sy, self.sx, self.dy, self.dx)                       # (m, hp, wp, c)
         return unpad_nchw(gxpad, self.ph, self.pw, h, w)                         # (m, c, h, w)
