@@ -444,4 +444,5 @@ def test_outputs_match_torch(name, kw, rng):
         np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
     torch_buffers = dict(torch_model.named_buffers())
     for buffer_name, b in model.named_buffers():   # both updated once, by the train-mode call
-        np.testing.assert_allclose(b.data, torch_buffers[buffer_name].numpy(), rtol=1e-9)
+        want = torch_buffers[buffer_name].numpy()
+        np.testing.assert_allclose(b.data, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
