@@ -21,7 +21,6 @@ PyTorch runs single-threaded by default: on a 2-core machine shared with other w
 """
 import argparse
 import io
-import pickle
 import sys
 import tarfile
 import tempfile

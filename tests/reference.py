@@ -117,8 +117,9 @@ def _pair(v):
 
 
 def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):
-    """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] x[n, c, i sy - ph + p dy, j sx - pw + q dx],
-    terms whose input position lies outside x (in the zero padding) left out."""
+    """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] x[n, c, r, s],
+    r = i sy - ph + p dy, s = j sx - pw + q dx, leaving out the terms whose (r, s) lies outside x
+    (in the zero padding)."""
     (sy, sx), (ph, pw), (dy, dx) = _pair(stride), _pair(padding), _pair(dilation)
     n, c, h, w = x.shape
     o, _, kh, kw = W.shape
@@ -135,7 +136,6 @@ def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):
     return y
 
 
-
 def conv2d_input_grad(gy, W, x_shape, stride=1, padding=0, dilation=1):
     """gx[n, c, r, s] = sum of gy[n, o, i, j] W[o, c, p, q] over the (i, j, o, p, q) whose window
     reads x[n, c, r, s] (r = i sy - ph + p dy, s = j sx - pw + q dx): the adjoint of conv2d in x,
@@ -150,6 +150,7 @@ def conv2d_input_grad(gy, W, x_shape, stride=1, padding=0, dilation=1):
             if 0 <= r < h and 0 <= s < w:
                 gx[m, ch, r, s] += gy[m, f, i, j] * W[f, ch, p, q]
     return gx
+
 
 def _pool_windows(x, kernel_size, stride, padding):
     """Yield (m, ch, i, j, [(r, s, inside), ...]) for every pooling window, in row-major order."""
@@ -195,7 +196,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 def adaptive_avg_pool2d(x, output_size):
-    """y[n, c, i, j] = mean of x[n, c, floor(i h/oh):ceil((i+1) h/oh), floor(j w/ow):ceil((j+1) w/ow)]"""
+    """y[n, c, i, j] = mean of x[n, c, rows i, columns j], rows i = floor(i h/oh):ceil((i+1) h/oh)
+    (columns likewise)"""
     oh, ow = _pair(output_size)
     n, c, h, w = x.shape
     y = np.zeros((n, c, oh, ow))

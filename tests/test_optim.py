@@ -91,7 +91,7 @@ def tensors(arrays):
 
 OPTIMIZER_CASES = st.one_of(
     st.builds(lambda m, d, n, wd: (SGD, dict(momentum=m, dampening=0.0 if n else d,
-                                            nesterov=n and m > 0, weight_decay=wd)),
+                                             nesterov=n and m > 0, weight_decay=wd)),
               st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.3]), st.booleans(),
               st.sampled_from([0.0, 1e-2])),
     st.builds(lambda m, n, wd: (SGDW, dict(momentum=m, nesterov=n, weight_decay=wd)),
@@ -295,4 +295,3 @@ def test_linear_warmup_by_hand():
         LinearWarmup(0.1, 5)
     with pytest.raises(ValueError, match="epochs"):
         Cosine(0.1, 0)
-

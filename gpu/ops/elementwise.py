@@ -67,7 +67,8 @@ class Div(Op):
 
     def backward(self, gy):
         ga = unbroadcast(gy / self.b, _shape(self.a)) if self.needs_grad[0] else None
-        gb = unbroadcast(-gy * self.a / (self.b * self.b), _shape(self.b)) if self.needs_grad[1] else None
+        gb = (unbroadcast(-gy * self.a / (self.b * self.b), _shape(self.b))
+              if self.needs_grad[1] else None)
         return ga, gb
 
 

@@ -94,13 +94,15 @@ class CrossEntropy(Op):
 
 
 class KLDiv(Op):
-    """terms = p * (log p - log_q), 0 where p = 0;  g_log_q = -p * gy,  g_p = (log p + 1 - log_q) * gy"""
+    """terms = p * (log p - log_q), 0 where p = 0;
+    g_log_q = -p * gy,  g_p = (log p + 1 - log_q) * gy"""
 
     def forward(self, log_q, p, reduction="mean"):
         if log_q.shape != p.shape:
             raise ValueError(f"kl_div: input {log_q.shape} and target {p.shape} differ in shape")
         if reduction not in REDUCTIONS + ("batchmean",):
-            raise ValueError(f"reduction must be one of {REDUCTIONS + ('batchmean',)}, got {reduction!r}")
+            raise ValueError(f"reduction must be one of {REDUCTIONS + ('batchmean',)}, "
+                             f"got {reduction!r}")
         positive = p > 0
         self.log_p = cp.log(cp.where(positive, p, 1))               # (shape) 0 where p = 0
         self.log_q, self.p, self.positive, self.reduction = log_q, p, positive, reduction
@@ -112,11 +114,22 @@ class KLDiv(Op):
         if self.reduction != "none":
             gy = gy / self.divisor if self.reduction in ("mean", "batchmean") else gy
         g_log_q = -self.p * gy if self.needs_grad[0] else None
-        g_p = cp.where(self.positive, self.log_p + 1 - self.log_q, 0) * gy if self.needs_grad[1] else None
+        g_p = (cp.where(self.positive, self.log_p + 1 - self.log_q, 0) * gy
+               if self.needs_grad[1] else None)
         return g_log_q, g_p
 
 
-def log_softmax(x, axis=-1): return LogSoftmax.apply(x, axis=axis)
-def softmax(x, axis=-1): return Softmax.apply(x, axis=axis)
-def cross_entropy(logits, labels, reduction="mean"): return CrossEntropy.apply(logits, labels, reduction=reduction)
-def kl_div(log_q, p, reduction="mean"): return KLDiv.apply(log_q, p, reduction=reduction)
+def log_softmax(x, axis=-1):
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def softmax(x, axis=-1):
+    return Softmax.apply(x, axis=axis)
+
+
+def cross_entropy(logits, labels, reduction="mean"):
+    return CrossEntropy.apply(logits, labels, reduction=reduction)
+
+
+def kl_div(log_q, p, reduction="mean"):
+    return KLDiv.apply(log_q, p, reduction=reduction)

@@ -18,8 +18,10 @@ class MatMul(Op):
         return a @ b
 
     def backward(self, gy):
-        ga = unbroadcast(gy @ cp.swapaxes(self.b, -1, -2), self.a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(cp.swapaxes(self.a, -1, -2) @ gy, self.b.shape) if self.needs_grad[1] else None
+        ga = (unbroadcast(gy @ cp.swapaxes(self.b, -1, -2), self.a.shape)
+              if self.needs_grad[0] else None)
+        gb = (unbroadcast(cp.swapaxes(self.a, -1, -2) @ gy, self.b.shape)
+              if self.needs_grad[1] else None)
         return ga, gb
 
 

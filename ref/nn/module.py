@@ -100,7 +100,8 @@ class Module:
             p.grad = None
 
     def state_dict(self):
-        """{dotted name: array} for every parameter and buffer (the arrays themselves, not copies)."""
+        """{dotted name: array} for every parameter and buffer (the arrays themselves, not
+        copies)."""
         state = {name: p.data for name, p in self.named_parameters()}
         state.update((name, b.data) for name, b in self.named_buffers())
         return state
@@ -120,7 +121,8 @@ class Module:
             raise KeyError(f"state does not match the model: missing {missing}, "
                            f"unexpected {unexpected}")
         wrong = [f"{name}: saved {tuple(state[name].shape)} vs model {t.shape}"
-                 for name, t in own.items() if name in state and tuple(state[name].shape) != t.shape]
+                 for name, t in own.items()
+                 if name in state and tuple(state[name].shape) != t.shape]
         if wrong:
             raise ValueError("shape mismatch: " + "; ".join(wrong))
         for name, t in own.items():

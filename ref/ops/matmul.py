@@ -19,8 +19,10 @@ class MatMul(Op):
         return a @ b
 
     def backward(self, gy):
-        ga = unbroadcast(gy @ np.swapaxes(self.b, -1, -2), self.a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(np.swapaxes(self.a, -1, -2) @ gy, self.b.shape) if self.needs_grad[1] else None
+        ga = (unbroadcast(gy @ np.swapaxes(self.b, -1, -2), self.a.shape)
+              if self.needs_grad[0] else None)
+        gb = (unbroadcast(np.swapaxes(self.a, -1, -2) @ gy, self.b.shape)
+              if self.needs_grad[1] else None)
         return ga, gb
 
 

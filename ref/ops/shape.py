@@ -40,7 +40,8 @@ class Transpose(Op):
 
 
 class Pad(Op):
-    """Constant padding. pad_width: ((before, after), ...) per axis, as numpy.pad; gx = gy cropped."""
+    """Constant padding. pad_width: ((before, after), ...) per axis, as numpy.pad;
+    gx = gy cropped."""
 
     def forward(self, x, pad_width, value=0.0):
         self.pad_width = tuple((int(a), int(b)) for a, b in pad_width)
