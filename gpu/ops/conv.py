@@ -143,32 +143,45 @@ class Conv2d(Op):
         want_gx, want_gW, want_gb = self.needs_grad
         gx = cp.empty(self.x_shape, dtype=gy.dtype) if want_gx else None           # (n, c, h, w)
         gWm = cp.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
+        gy_padding = self._gy_padding()
+        Wg = self._input_weights(gy_padding) if want_gx else None
         for a in range(0, n, self.step):
             chunk = slice(a, a + self.step)
             gyN = cp.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
             if want_gW:
                 gWm += gyN.reshape(-1, o).T @ self._cols(self.x[chunk])            # (o, kh*kw*c)
             if want_gx:
-                gx[chunk] = self._input_grad(gyN)                                  # (m, c, h, w)
+                gx[chunk] = self._input_grad(gyN, Wg, gy_padding)                  # (m, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         gb = gy.sum(axis=(0, 2, 3)) if want_gb else None                           # (o,)
         return gx, None if gW is None else cp.ascontiguousarray(gW), gb
 
-    def _input_grad(self, gyN):
-        """gx (m, c, h, w) of a chunk from its gy as gyN (m, oh, ow, o): the correlation of the
-        padded gy with the flipped kernel when the stride is 1, else col2im(gyN Wm)."""
+    def _gy_padding(self):
+        """(P, Q) when gx is the correlation of gy padded by P, Q with the flipped kernel (stride
+        1 and P = dy (kh - 1) - ph >= 0, Q = dx (kw - 1) - pw >= 0), else None (col2im)."""
+        kh, kw = self.W_shape[2:]
+        P, Q = self.dy * (kh - 1) - self.ph, self.dx * (kw - 1) - self.pw
+        return (P, Q) if (self.sy, self.sx) == (1, 1) and P >= 0 and Q >= 0 else None
+
+    def _input_weights(self, gy_padding):
+        """The matrix gx is made with: the flipped kernel Wt (kh*kw*o, c) for the correlation,
+        else Wm (o, kh*kw*c) for col2im."""
+        o, c, kh, kw = self.W_shape
+        if gy_padding is not None:
+            return self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
+        return self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)
+
+    def _input_grad(self, gyN, Wg, gy_padding):
+        """gx (m, c, h, w) of a chunk from its gy as gyN (m, oh, ow, o) and Wg = _input_weights."""
         m, oh, ow, o = gyN.shape
         _, c, h, w = self.x_shape
         kh, kw = self.W_shape[2:]
-        P, Q = self.dy * (kh - 1) - self.ph, self.dx * (kw - 1) - self.pw       # padding of gy
-        if (self.sy, self.sx) == (1, 1) and P >= 0 and Q >= 0:
-            Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
-            gypad = pad_nhwc(gyN, P, Q)                                          # (m, ., ., o)
+        if gy_padding is not None:
+            gypad = pad_nhwc(gyN, *gy_padding)                                   # (m, ., ., o)
             gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)           # (m, h, w, kh, kw, o)
-            gxT = gcols.reshape(m * h * w, kh * kw * o) @ Wt                     # (m*h*w, c)
+            gxT = gcols.reshape(m * h * w, kh * kw * o) @ Wg                     # (m*h*w, c)
             return gxT.reshape(m, h, w, c).transpose(0, 3, 1, 2)                 # (m, c, h, w)
-        Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)                # (o, kh*kw*c)
-        gcols = (gyN.reshape(-1, o) @ Wm).reshape(m, oh, ow, kh, kw, c)     # (m, oh, ow, kh, kw, c)
+        gcols = (gyN.reshape(-1, o) @ Wg).reshape(m, oh, ow, kh, kw, c)     # (m, oh, ow, kh, kw, c)
         gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
                        self.sy, self.sx, self.dy, self.dx)                       # (m, hp, wp, c)
         return unpad_nchw(gxpad, self.ph, self.pw, h, w)                         # (m, c, h, w)
