@@ -152,6 +152,20 @@ def conv2d_input_grad(gy, W, x_shape, stride=1, padding=0, dilation=1):
     return gx
 
 
+def conv2d_weight_grad(gy, x, W_shape, stride=1, padding=0, dilation=1):
+    """gW[o, c, p, q] = sum over n, i, j of gy[n, o, i, j] x[n, c, r, s] with r = i sy - ph + p dy,
+    s = j sx - pw + q dx inside x: the adjoint of conv2d in W, as a loop."""
+    (sy, sx), (ph, pw), (dy, dx) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, w = x.shape
+    gW = np.zeros(W_shape)
+    for m, f, i, j in np.ndindex(*gy.shape):
+        for ch, p, q in np.ndindex(*W_shape[1:]):
+            r, s = i * sy - ph + p * dy, j * sx - pw + q * dx
+            if 0 <= r < h and 0 <= s < w:
+                gW[f, ch, p, q] += gy[m, f, i, j] * x[m, ch, r, s]
+    return gW
+
+
 def _pool_windows(x, kernel_size, stride, padding):
     """Yield (m, ch, i, j, [(r, s, inside), ...]) for every pooling window, in row-major order."""
     (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)

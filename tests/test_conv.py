@@ -64,20 +64,38 @@ def test_backward_gradcheck(case, bias, one_image_chunks, seed):
                   inputs, rng)
 
 
-@given(case=conv_cases(strides=st.integers(1, 2), paddings=st.integers(0, 5)),
-       one_image_chunks=st.booleans(), seed=st.integers(0, 99))
-def test_input_gradient_matches_the_scatter_loop(case, one_image_chunks, seed):
-    """gx by both paths: stride 1 with padding <= dilated kernel extent - 1 (the correlation of
-    the padded gy with the flipped kernel) and every other case (col2im)."""
+PATHS = {"correlation": conv_cases(strides=st.just(1), paddings=st.integers(0, 1)),
+         "col2im": conv_cases(strides=st.integers(1, 2), paddings=st.integers(0, 5))}
+
+
+def _takes_correlation_path(case):
+    """Stride 1 and padding <= dilation (kernel - 1) on both axes."""
+    _, (_, _, kh, kw), stride, (ph, pw), (dy, dx) = case
+    return stride == (1, 1) and ph <= dy * (kh - 1) and pw <= dx * (kw - 1)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+@given(data=st.data(), one_image_chunks=st.booleans(), seed=st.integers(0, 99))
+def test_gradients_match_the_loops(path, data, one_image_chunks, seed):
+    """gx and gW by both backward paths: stride 1 with padding <= dilated kernel extent - 1 (the
+    correlation of the padded gy with the flipped kernel) and every other case (col2im), with and
+    without the input gradient."""
+    correlation = path == "correlation"
+    case = data.draw(PATHS[path].filter(lambda c: _takes_correlation_path(c) == correlation))
     x_shape, W_shape, stride, padding, dilation = case
     rng = np.random.default_rng(seed)
-    x, W, _ = _tensors(rng, x_shape, W_shape, False, grad=(True, False, False))
-    with _chunking(1 if one_image_chunks else None):
-        y = ref.ops.conv2d(x, W, stride=stride, padding=padding, dilation=dilation)
-        gy = rng.standard_normal(y.shape)
-        y.backward(gy)
-    expected = reference.conv2d_input_grad(gy, W.data, x_shape, stride, padding, dilation)
-    np.testing.assert_allclose(x.grad, expected, rtol=1e-10, atol=1e-12)
+    for grad in ((True, True, False), (False, True, False)):
+        x, W, _ = _tensors(rng, x_shape, W_shape, False, grad=grad)
+        with _chunking(1 if one_image_chunks else None):
+            y = ref.ops.conv2d(x, W, stride=stride, padding=padding, dilation=dilation)
+            gy = rng.standard_normal(y.shape)
+            y.backward(gy)
+        args = (stride, padding, dilation)
+        gW = reference.conv2d_weight_grad(gy, x.data, W_shape, *args)
+        np.testing.assert_allclose(W.grad, gW, rtol=1e-10, atol=1e-12)
+        if grad[0]:
+            gx = reference.conv2d_input_grad(gy, W.data, x_shape, *args)
+            np.testing.assert_allclose(x.grad, gx, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("grad", [(True, False, False), (False, True, True), (True, True, False)])

@@ -18,9 +18,11 @@ With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), yN 
 where col2im adds each window's gradient back onto the pixels it was read from. With stride 1
 (and ph <= dy (kh - 1), pw <= dx (kw - 1), as in every 'same' conv) gx is instead the correlation
 of gy, padded by P = dy (kh - 1) - ph and Q = dx (kw - 1) - pw, with the flipped kernel: again an
-im2col and one product, without col2im's scattered adds:
+im2col and one product, without col2im's scattered adds; the same columns of gy give gW from x
+channels-last, xN (n h w, c), with no im2col of x:
 
     gx[n, c, i, j] = sum_{o, p, q} W[o, c, kh-1-p, kw-1-q] gypad[n, o, i + p dy, j + q dx]
+    gW[o, c, kh-1-p, kw-1-q] = sum_{n, i, j} xN[n, i, j, c] gypad[n, o, i + p dy, j + q dx]
 
 Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
 column buffer stays cache-sized and is never built for the whole batch (that would be 288 MiB for
@@ -116,8 +118,8 @@ def col2im(gcols, hp, wp, sy, sx, dy, dx):
 class Conv2d(Op):
     """y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
 
-    gx = col2im(gyN Wm) (stride 1: the flipped-kernel correlation of gy),
-    gW = gyN^T cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
+    gx = col2im(gyN Wm),  gW = gyN^T cols reordered to (o, c, kh, kw),  gb = sum_{n, i, j} gy
+    (stride 1: gx and gW from the columns of gy; see the module docstring)
     """
 
     def forward(self, x, W, b=None, stride=1, padding=0, dilation=1):
@@ -148,22 +150,12 @@ class Conv2d(Op):
         return y
 
     def backward(self, gy):                                                      # gy (n, o, oh, ow)
-        n, c, h, w = self.x_shape
-        o, _, kh, kw = self.W_shape
-        oh, ow = gy.shape[2:]
         want_gx, want_gW, want_gb = self.needs_grad
-        gx = np.empty(self.x_shape, dtype=gy.dtype) if want_gx else None           # (n, c, h, w)
-        gWm = np.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
-        gy_padding = self._gy_padding()
-        Wg = self._input_weights(gy_padding) if want_gx else None
-        for a in range(0, n, self.step):
-            chunk = slice(a, a + self.step)
-            gyN = np.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
-            if want_gW:
-                gWm += gyN.reshape(-1, o).T @ self._cols(self.x[chunk])            # (o, kh*kw*c)
-            if want_gx:
-                gx[chunk] = self._input_grad(gyN, Wg, gy_padding)                  # (m, c, h, w)
-        gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
+        gy_padding = self._gy_padding() if want_gx else None
+        if gy_padding is None:
+            gx, gW = self._backward_col2im(gy, want_gx, want_gW)
+        else:
+            gx, gW = self._backward_correlation(gy, gy_padding, want_gW)
         gb = gy.sum(axis=(0, 2, 3)) if want_gb else None                           # (o,)
         return gx, None if gW is None else np.ascontiguousarray(gW), gb
 
@@ -174,28 +166,51 @@ class Conv2d(Op):
         P, Q = self.dy * (kh - 1) - self.ph, self.dx * (kw - 1) - self.pw
         return (P, Q) if (self.sy, self.sx) == (1, 1) and P >= 0 and Q >= 0 else None
 
-    def _input_weights(self, gy_padding):
-        """The matrix gx is made with: the flipped kernel Wt (kh*kw*o, c) for the correlation,
-        else Wm (o, kh*kw*c) for col2im."""
-        o, c, kh, kw = self.W_shape
-        if gy_padding is not None:
-            return self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * o, c)
-        return self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)
+    def _backward_col2im(self, gy, want_gx, want_gW):
+        """gx = col2im(gyN Wm), gWm = gyN^T cols, chunk by chunk."""
+        n, c, h, w = self.x_shape
+        o, _, kh, kw = self.W_shape
+        oh, ow = gy.shape[2:]
+        gx = np.empty(self.x_shape, dtype=gy.dtype) if want_gx else None           # (n, c, h, w)
+        gWm = np.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
+        Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c) if want_gx else None
+        for a in range(0, n, self.step):
+            chunk = slice(a, a + self.step)
+            gyN = np.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
+            gyN = gyN.reshape(-1, o)                                               # (m*oh*ow, o)
+            if want_gW:
+                gWm += gyN.T @ self._cols(self.x[chunk])                           # (o, kh*kw*c)
+            if want_gx:
+                gcols = (gyN @ Wm).reshape(-1, oh, ow, kh, kw, c)           # (m, oh, ow, kh, kw, c)
+                gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
+                               self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
+                gx[chunk] = unpad_nchw(gxpad, self.ph, self.pw, h, w)              # (m, c, h, w)
+        gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
+        return gx, gW
 
-    def _input_grad(self, gyN, Wg, gy_padding):
-        """gx (m, c, h, w) of a chunk from its gy as gyN (m, oh, ow, o) and Wg = _input_weights."""
-        m, oh, ow, o = gyN.shape
-        _, c, h, w = self.x_shape
-        kh, kw = self.W_shape[2:]
-        if gy_padding is not None:
-            gypad = pad_nhwc(gyN, *gy_padding)                                   # (m, ., ., o)
-            gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)           # (m, h, w, kh, kw, o)
-            gxT = gcols.reshape(m * h * w, kh * kw * o) @ Wg                     # (m*h*w, c)
-            return gxT.reshape(m, h, w, c).transpose(0, 3, 1, 2)                 # (m, c, h, w)
-        gcols = (gyN.reshape(-1, o) @ Wg).reshape(m, oh, ow, kh, kw, c)     # (m, oh, ow, kh, kw, c)
-        gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
-                       self.sy, self.sx, self.dy, self.dx)                       # (m, hp, wp, c)
-        return unpad_nchw(gxpad, self.ph, self.pw, h, w)                         # (m, c, h, w)
+    def _backward_correlation(self, gy, gy_padding, want_gW):
+        """Stride 1: with gcols the im2col of gy padded by gy_padding and Wt the flipped kernel,
+        gx = gcols Wt and gWt = xN^T gcols (xN: x channels-last), chunk by chunk."""
+        n, c, h, w = self.x_shape
+        o, _, kh, kw = self.W_shape
+        Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)                       # (kh, kw, o, c)
+        Wt = Wt.reshape(kh * kw * o, c)                                            # (kh*kw*o, c)
+        gx = np.empty(self.x_shape, dtype=gy.dtype)                                # (n, c, h, w)
+        gWt = np.zeros((c, kh * kw * o), dtype=gy.dtype) if want_gW else None      # (c, kh*kw*o)
+        for a in range(0, n, self.step):
+            chunk = slice(a, a + self.step)
+            gyN = np.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
+            gypad = pad_nhwc(gyN, *gy_padding)                                     # (m, ., ., o)
+            gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)             # (m, h, w, kh, kw, o)
+            gcols = gcols.reshape(-1, kh * kw * o)                               # (m*h*w, kh*kw*o)
+            gx[chunk] = (gcols @ Wt).reshape(-1, h, w, c).transpose(0, 3, 1, 2)    # (m, c, h, w)
+            if want_gW:
+                xN = self.x[chunk].transpose(0, 2, 3, 1).reshape(-1, c)            # (m*h*w, c)
+                gWt += xN.T @ gcols                                                # (c, kh*kw*o)
+        if not want_gW:
+            return gx, None
+        gW = gWt.reshape(c, kh, kw, o)[:, ::-1, ::-1, :].transpose(3, 0, 1, 2)  # (o, c, kh, kw)
+        return gx, gW
 
     def _cols(self, x):
         """im2col of a chunk of x (m, c, h, w) as a matrix (m*oh*ow, kh*kw*c)."""
