@@ -190,15 +190,17 @@ class Conv2d(Op):
 
     def _backward_correlation(self, gy, gy_padding, want_gW):
         """Stride 1: with gcols the im2col of gy padded by gy_padding and Wt the flipped kernel,
-        gx = gcols Wt and gWt = xN^T gcols (xN: x channels-last), chunk by chunk."""
+        gx = gcols Wt and gWt = xN^T gcols (xN: x channels-last), in chunks of m images holding
+        about CHUNK_BYTES of gcols (o / c times x's columns, so its own chunk size)."""
         n, c, h, w = self.x_shape
         o, _, kh, kw = self.W_shape
+        step = max(1, CHUNK_BYTES // (h * w * kh * kw * o * gy.itemsize))          # m images
         Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)                       # (kh, kw, o, c)
         Wt = Wt.reshape(kh * kw * o, c)                                            # (kh*kw*o, c)
         gx = np.empty(self.x_shape, dtype=gy.dtype)                                # (n, c, h, w)
         gWt = np.zeros((c, kh * kw * o), dtype=gy.dtype) if want_gW else None      # (c, kh*kw*o)
-        for a in range(0, n, self.step):
-            chunk = slice(a, a + self.step)
+        for a in range(0, n, step):
+            chunk = slice(a, a + step)
             gyN = np.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
             gypad = pad_nhwc(gyN, *gy_padding)                                     # (m, ., ., o)
             gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)             # (m, h, w, kh, kw, o)
