@@ -164,7 +164,7 @@ class Tensor:
                     raise RuntimeError("backward() through a graph that an earlier backward() "
                                        "already freed; run the forward again")
                 # a copy: g may be shared with other tensors or be the caller's gy
-                t.grad = g.copy() if t.grad is None else t.grad + g
+                t.grad = g.copy(order="K") if t.grad is None else t.grad + g
                 continue
             input_grads = t.op.backward(g)
             for x, gx in zip(t.op.inputs, input_grads):

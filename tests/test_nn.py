@@ -326,11 +326,13 @@ def test_batchnorm2d_running_stats(seed, n, momentum, affine, biased):
     np.testing.assert_allclose(bn.running_mean.data, running_mean, rtol=1e-12)
     np.testing.assert_allclose(bn.running_var.data, running_var, rtol=1e-12)
     bn.eval()
+    buffers = bn.running_mean.data.copy(), bn.running_var.data.copy()
     y = bn(x).data
     expected = ((x.data - running_mean[:, None, None]) / np.sqrt(running_var[:, None, None] + 1e-5)
                 * scale[:, None, None] + shift[:, None, None])
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_array_equal(bn.running_mean.data, running_mean)
+    np.testing.assert_array_equal(bn.running_mean.data, buffers[0])
+    np.testing.assert_array_equal(bn.running_var.data, buffers[1])
 
 
 def test_batchnorm_checks_input_rank(rng):

@@ -9,6 +9,9 @@ x (n, c, h, w)  W (o, c, kh, kw)  b (o,)  y (n, o, oh, ow); a g prefix marks a g
 
 Layout: inside the op the input is channels-last and padded, xpad (n, hp, wp, c), so an im2col row
 (the window under one output pixel, ordered p, q, c) is made of contiguous runs of c values.
+The products leave y and gx channels-last too, and the op returns (n, c, h, w) views of that memory
+(as torch's channels_last format): the batch norm, relu and add that follow keep the order, so the
+next conv reads its input, and its gy, without a transpose.
 With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), yN the output as
 (n oh ow, o) rows and gyN its gradient likewise:
 
@@ -62,10 +65,6 @@ def pad_nhwc(x, ph, pw, value=0.0):
     xpad[:, ph:ph + h, pw:pw + w, :] = x
     return xpad
 
-
-def unpad_nchw(xpad, ph, pw, h, w):
-    """The (n, c, h, w) view of the interior of a padded channels-last xpad (n, hp, wp, c)."""
-    return xpad[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)  # (n, c, h, w)
 
 
 def im2col(xpad, kh, kw, sy, sx, dy, dx):
@@ -127,16 +126,15 @@ class Conv2d(Op):
         self.x_shape, self.W_shape = x.shape, W.shape
         self.step = max(1, CHUNK_BYTES // (oh * ow * kh * kw * c * x.itemsize))  # m images
         Wm = W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c)                     # (o, kh*kw*c)
-        y = cp.empty((n, o, oh, ow), dtype=x.dtype)                              # (n, o, oh, ow)
+        yN = cp.empty((n, oh, ow, o), dtype=x.dtype)                             # (n, oh, ow, o)
         for a in range(0, n, self.step):
-            chunk = slice(a, a + self.step)
-            yN = self._cols(x[chunk]) @ Wm.T                                     # (m*oh*ow, o)
+            rows = yN[a:a + self.step].reshape(-1, o)                            # (m*oh*ow, o)
+            cp.matmul(self._cols(x[a:a + self.step]), Wm.T, out=rows)
             if b is not None:
-                yN += b
-            y[chunk] = yN.reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)           # (m, o, oh, ow)
+                rows += b
         self.x = x if self.needs_grad[1] else None                               # for gW's columns
         self.W = W if self.needs_grad[0] else None                               # for gx
-        return y
+        return yN.transpose(0, 3, 1, 2)                                          # (n, o, oh, ow)
 
     def backward(self, gy):                                                      # gy (n, o, oh, ow)
         want_gx, want_gW, want_gb = self.needs_grad
@@ -160,7 +158,7 @@ class Conv2d(Op):
         n, c, h, w = self.x_shape
         o, _, kh, kw = self.W_shape
         oh, ow = gy.shape[2:]
-        gx = cp.empty(self.x_shape, dtype=gy.dtype) if want_gx else None           # (n, c, h, w)
+        gxN = cp.empty((n, h, w, c), dtype=gy.dtype) if want_gx else None          # (n, h, w, c)
         gWm = cp.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
         Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c) if want_gx else None
         for a in range(0, n, self.step):
@@ -173,7 +171,8 @@ class Conv2d(Op):
                 gcols = (gyN @ Wm).reshape(-1, oh, ow, kh, kw, c)           # (m, oh, ow, kh, kw, c)
                 gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
                                self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
-                gx[chunk] = unpad_nchw(gxpad, self.ph, self.pw, h, w)              # (m, c, h, w)
+                gxN[chunk] = gxpad[:, self.ph:self.ph + h, self.pw:self.pw + w]    # (m, h, w, c)
+        gx = gxN.transpose(0, 3, 1, 2) if want_gx else None                        # (n, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         return gx, gW
 
@@ -186,7 +185,7 @@ class Conv2d(Op):
         step = max(1, CHUNK_BYTES // (h * w * kh * kw * o * gy.itemsize))          # m images
         Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)                       # (kh, kw, o, c)
         Wt = Wt.reshape(kh * kw * o, c)                                            # (kh*kw*o, c)
-        gx = cp.empty(self.x_shape, dtype=gy.dtype)                                # (n, c, h, w)
+        gxN = cp.empty((n, h, w, c), dtype=gy.dtype)                               # (n, h, w, c)
         gWt = cp.zeros((c, kh * kw * o), dtype=gy.dtype) if want_gW else None      # (c, kh*kw*o)
         for a in range(0, n, step):
             chunk = slice(a, a + step)
@@ -194,10 +193,11 @@ class Conv2d(Op):
             gypad = pad_nhwc(gyN, *gy_padding)                                     # (m, ., ., o)
             gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)             # (m, h, w, kh, kw, o)
             gcols = gcols.reshape(-1, kh * kw * o)                               # (m*h*w, kh*kw*o)
-            gx[chunk] = (gcols @ Wt).reshape(-1, h, w, c).transpose(0, 3, 1, 2)    # (m, c, h, w)
+            cp.matmul(gcols, Wt, out=gxN[chunk].reshape(-1, c))                   # (m*h*w, c)
             if want_gW:
                 xN = self.x[chunk].transpose(0, 2, 3, 1).reshape(-1, c)            # (m*h*w, c)
                 gWt += xN.T @ gcols                                                # (c, kh*kw*o)
+        gx = gxN.transpose(0, 3, 1, 2)                                             # (n, c, h, w)
         if not want_gW:
             return gx, None
         gW = gWt.reshape(c, kh, kw, o)[:, ::-1, ::-1, :].transpose(3, 0, 1, 2)  # (o, c, kh, kw)

@@ -1,8 +1,9 @@
 """Batch normalisation over the channel axis, with torch.nn.functional.batch_norm's semantics.
 
 Notation: x (n, c, h, w) or (n, c); every statistic is per channel over the m = n*h*w (or n)
-values of that channel. Internally x is viewed as (n, c, s) with s = h*w (s = 1 for (n, c)), and
-per-channel arrays (c,) broadcast as (c, 1).
+values of that channel. Internally x is viewed channels-last as (n, s, c) with s = h*w (s = 1 for
+(n, c)), so per-channel arrays (c,) broadcast along the last axis. The view costs no copy, and the
+results keep x's memory order: a conv output (stored channels-last) stays channels-last.
     training: mean = sum x / m,  var = sum (x - mean)^2 / m          (biased, used to normalise)
               running_mean <- (1 - momentum) running_mean + momentum mean
               running_var  <- (1 - momentum) running_var  + momentum var m / (m - 1)
@@ -30,13 +31,12 @@ class BatchNorm(Op):
     def forward(self, x, running_mean, running_var, weight, bias, training=False, momentum=0.1,
                 eps=1e-5, biased_running_var=False):
         _check(x, running_mean, running_var, weight, bias, training, momentum)
-        n, c = x.shape[:2]
-        x3 = x.reshape(n, c, -1)                                      # (n, c, s)
-        self.training, self.x_shape, self.m = training, x.shape, x3.size // c
+        x3 = _channels_last(x)                                        # (n, s, c)
+        self.training, self.x_shape, self.m = training, x.shape, x3.size // x3.shape[2]
         if training:
-            mean = x3.mean(axis=(0, 2))                               # (c,)
-            x_hat = x3 - mean[:, None]                                # (n, c, s) centred
-            var = np.einsum("ncs,ncs->c", x_hat, x_hat) / self.m      # (c,) biased
+            mean = _channel_sum(x3) / self.m                          # (c,)
+            x_hat = x3 - mean                                         # (n, s, c) centred
+            var = _channel_sum(x_hat, x_hat) / self.m                 # (c,) biased
             if running_mean is not None:
                 unbiased = 1 if biased_running_var else self.m / (self.m - 1)
                 _blend(running_mean, mean, momentum)
@@ -46,44 +46,62 @@ class BatchNorm(Op):
         self.inv_std = 1 / np.sqrt(var + eps)                         # (c,)
         self.scale = self.inv_std if weight is None else weight * self.inv_std   # (c,)
         if training:
-            x_hat *= self.inv_std[:, None]                            # (n, c, s) normalised
+            x_hat *= self.inv_std                                     # (n, s, c) normalised
             self.x_hat = x_hat
-            y = _affine(x_hat, weight, bias)                          # (n, c, s)
+            y = _affine(x_hat, weight, bias)                          # (n, s, c)
         else:
             self.x3, self.mean = x3, mean
             shift = (0 if bias is None else bias) - mean * self.scale   # (c,)
-            y = _affine(x3, self.scale, shift)                        # (n, c, s)
-        return y.reshape(x.shape)
+            y = _affine(x3, self.scale, shift)                        # (n, s, c)
+        return _channels_first(y, x.shape)
 
     def backward(self, gy):
-        gy3 = gy.reshape(self.x_shape[0], self.x_shape[1], -1)        # (n, c, s)
+        gy3 = _channels_last(gy)                                      # (n, s, c)
         need_x, need_weight, need_bias = self.needs_grad[0], self.needs_grad[3], self.needs_grad[4]
         if self.training:
-            x_hat = self.x_hat                                        # (n, c, s)
+            x_hat = self.x_hat                                        # (n, s, c)
         elif need_weight:
-            x_hat = (self.x3 - self.mean[:, None]) * self.inv_std[:, None]   # (n, c, s)
-        gbias = gy3.sum(axis=(0, 2)) if need_bias or self.training else None   # (c,)
-        gweight = (np.einsum("ncs,ncs->c", gy3, x_hat)
-                   if need_weight or self.training else None)         # (c,)
+            x_hat = (self.x3 - self.mean) * self.inv_std              # (n, s, c)
+        gbias = _channel_sum(gy3) if need_bias or self.training else None           # (c,)
+        gweight = _channel_sum(gy3, x_hat) if need_weight or self.training else None  # (c,)
         gx = None
         if need_x and self.training:
-            gx = x_hat * (-gweight / self.m)[:, None]                 # (n, c, s)
+            gx = x_hat * (-gweight / self.m)                          # (n, s, c)
             gx += gy3
-            gx -= (gbias / self.m)[:, None]
-            gx *= self.scale[:, None]
+            gx -= gbias / self.m
+            gx *= self.scale
         elif need_x:
-            gx = gy3 * self.scale[:, None]                            # (n, c, s)
-        return (None if gx is None else gx.reshape(self.x_shape), None, None,
+            gx = gy3 * self.scale                                     # (n, s, c)
+        return (None if gx is None else _channels_first(gx, self.x_shape), None, None,
                 gweight if need_weight else None, gbias if need_bias else None)
+
+
+def _channels_last(x):
+    """The (n, s, c) view of x (n, c, h, w) or (n, c), s = h*w (or 1): no copy for any x whose
+    h, w axes can merge (every contiguous x, NCHW- or NHWC-ordered)."""
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)   # (n, s, c)
+
+
+def _channels_first(y3, shape):
+    """The inverse of _channels_last: y3 (n, s, c) as an array of shape (n, c, h, w) or (n, c)."""
+    return y3.transpose(0, 2, 1).reshape(shape)
+
+
+def _channel_sum(a, b=None):
+    """sum_{n, s} a[n, s, c] (times b[n, s, c] when given) per channel: (c,). Summing over s
+    first and then over n keeps float32 sums of ~1e5 values accurate to ~1e-6."""
+    if b is None:
+        return np.einsum("nsc->nc", a).sum(axis=0)
+    return np.einsum("nsc,nsc->nc", a, b).sum(axis=0)
 
 
 def _affine(x3, scale, shift):
     """scale[c] * x3 + shift[c] with either factor optional; x3 itself when both are None."""
     if scale is None and shift is None:
         return x3   # non-affine training: y is the saved x_hat, which nothing modifies in place
-    y = x3 * scale[:, None] if scale is not None else x3.copy()     # (n, c, s)
+    y = x3 * scale if scale is not None else x3.copy(order="K")     # (n, s, c)
     if shift is not None:
-        y += shift[:, None]
+        y += shift
     return y
 
 

@@ -19,7 +19,7 @@ im2col / col2im of ref.ops.conv.
 """
 import numpy as np
 
-from ref.ops.conv import check_input, col2im, im2col, out_size, pair, to_padded_nhwc, unpad_nchw
+from ref.ops.conv import check_input, col2im, im2col, out_size, pair, to_padded_nhwc
 from ref.tensor import Op
 
 
@@ -53,7 +53,7 @@ class MaxPool2d(Op):
         self.first = cols.argmax(axis=3)[:, :, :, None, :]               # (n, oh, ow, 1, c)
         y = np.take_along_axis(cols, self.first, axis=3)[:, :, :, 0, :]  # (n, oh, ow, c)
         self.kernel = (kh, kw)
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))             # (n, c, oh, ow)
+        return y.transpose(0, 3, 1, 2)                                   # (n, c, oh, ow)
 
     def backward(self, gy):                                                      # gy (n, c, oh, ow)
         n, c, h, w = self.x_shape
@@ -62,7 +62,7 @@ class MaxPool2d(Op):
         np.put_along_axis(gcols, self.first, gy.transpose(0, 2, 3, 1)[:, :, :, None, :], axis=3)
         gxpad = col2im(gcols.reshape(n, oh, ow, kh, kw, c), h + 2 * self.ph, w + 2 * self.pw,
                        self.sy, self.sx, 1, 1)                                     # (n, hp, wp, c)
-        return (np.ascontiguousarray(unpad_nchw(gxpad, self.ph, self.pw, h, w)),)  # (n, c, h, w)
+        return (gxpad[:, self.ph:self.ph + h, self.pw:self.pw + w].transpose(0, 3, 1, 2),)
 
 
 def _average_matrix(size, starts, ends, divisors, dtype):
@@ -73,7 +73,8 @@ def _average_matrix(size, starts, ends, divisors, dtype):
 
 
 class AvgPool2d(Op):
-    """y = A x B^T (A (oh, h), B (ow, w) averaging matrices);  gx = A^T gy B"""
+    """y = A x B^T (A (oh, h), B (ow, w) averaging matrices);  gx = A^T gy B, each computed as two
+    products over channels-last x: first along h, then along w"""
 
     def forward(self, x, kernel_size, stride=None, padding=0):
         (kh, kw), (sy, sx), (ph, pw), (oh, ow) = _window_geometry(
@@ -85,12 +86,20 @@ class AvgPool2d(Op):
 
     def _average(self, x, rows, columns):
         """rows, columns: (starts, ends, divisors) of the windows along h and along w."""
-        self.A = _average_matrix(x.shape[2], *rows, x.dtype)     # (oh, h)
-        self.B = _average_matrix(x.shape[3], *columns, x.dtype)  # (ow, w)
-        return self.A @ x @ self.B.T                             # (n, c, oh, ow)
+        n, c, h, w = self.x_shape = x.shape
+        self.A = _average_matrix(h, *rows, x.dtype)                          # (oh, h)
+        self.B = _average_matrix(w, *columns, x.dtype)                       # (ow, w)
+        xN = np.ascontiguousarray(x.transpose(0, 2, 3, 1))                   # (n, h, w, c)
+        t = self.A @ xN.reshape(n, h, w * c)                                 # (n, oh, w*c)
+        yN = self.B @ t.reshape(-1, w, c)                                    # (n*oh, ow, c)
+        return yN.reshape(n, len(self.A), len(self.B), c).transpose(0, 3, 1, 2)  # (n, c, oh, ow)
 
-    def backward(self, gy):               # gy (n, c, oh, ow)
-        return (self.A.T @ gy @ self.B,)  # (n, c, h, w)
+    def backward(self, gy):                                                  # gy (n, c, oh, ow)
+        n, c, h, w = self.x_shape
+        gyN = np.ascontiguousarray(gy.transpose(0, 2, 3, 1))                 # (n, oh, ow, c)
+        gt = self.B.T @ gyN.reshape(-1, gyN.shape[2], c)                     # (n*oh, w, c)
+        gxN = self.A.T @ gt.reshape(n, -1, w * c)                            # (n, h, w*c)
+        return (gxN.reshape(n, h, w, c).transpose(0, 3, 1, 2),)              # (n, c, h, w)
 
 
 class AdaptiveAvgPool2d(AvgPool2d):

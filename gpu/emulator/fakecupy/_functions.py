@@ -278,10 +278,9 @@ def outer(a, b, out=None): return call(numpy.outer, a, b, out=out)
 
 def matmul(*args, axes=None, axis=None, keepdims=False, casting="same_kind", dtype=None,
            signature=None, order="K", out=None):
-    options = {k: v for k, v in (("axes", axes), ("axis", axis), ("signature", signature))
-               if v is not None}
-    return call(numpy.matmul, *args, keepdims=keepdims, casting=casting, dtype=dtype, order=order,
-                out=out, **options)
+    options = {k: v for k, v in (("axes", axes), ("axis", axis), ("signature", signature),
+                                 ("keepdims", keepdims or None)) if v is not None}
+    return call(numpy.matmul, *args, casting=casting, dtype=dtype, order=order, out=out, **options)
 
 
 def round(a, decimals=0, out=None): return call(numpy.round, a, decimals, out=out)  # noqa: A001
