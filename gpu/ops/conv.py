@@ -66,7 +66,6 @@ def pad_nhwc(x, ph, pw, value=0.0):
     return xpad
 
 
-
 def im2col(xpad, kh, kw, sy, sx, dy, dx):
     """cols[n, i, j, p, q, c] = xpad[n, i sy + p dy, j sx + q dx, c], a contiguous copy.
 
