@@ -89,7 +89,8 @@ def _channels_first(y3, shape):
 
 def _channel_sum(a, b=None):
     """sum_{n, s} a[n, s, c] (times b[n, s, c] when given) per channel: (c,). Summing over s
-    first and then over n keeps float32 sums of ~1e5 values accurate to ~1e-6."""
+    first and then over n keeps float32 sums of 1.3e5 values within ~1e-5 relative error (one
+    einsum over both axes: ~1e-4)."""
     if b is None:
         return np.einsum("nsc->nc", a).sum(axis=0)
     return np.einsum("nsc,nsc->nc", a, b).sum(axis=0)

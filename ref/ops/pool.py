@@ -15,7 +15,8 @@ half the window, as PyTorch requires. x (n, c, h, w)  y (n, c, oh, ow); g prefix
 
 Both averages are separable: y = A x B^T over the two spatial axes, with A (oh, h) and B (ow, w)
 holding 1/divisor on each window's inputs, so gx = A^T gy B. Max pooling reuses the channels-last
-im2col / col2im of ref.ops.conv.
+im2col / col2im of ref.ops.conv. Every pool works on channels-last x and returns y and gx as
+(n, c, h, w) views of channels-last memory, as conv2d does.
 """
 import numpy as np
 
