@@ -82,8 +82,13 @@ def pad_nhwc(x, ph, pw, value=0.0):
     xpad = np.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)  # (n, hp, wp, c)
     for border in (xpad[:, :ph], xpad[:, ph + h:], xpad[:, :, :pw], xpad[:, :, pw + w:]):
         border[...] = value
-    xpad[:, ph:ph + h, pw:pw + w, :] = x
+    interior(xpad, ph, pw, h, w)[...] = x
     return xpad
+
+
+def interior(xpad, ph, pw, h, w):
+    """The (n, h, w, c) view of xpad (n, h + 2 ph, w + 2 pw, c) without its border."""
+    return xpad[:, ph:ph + h, pw:pw + w, :]
 
 
 def im2col(xpad, kh, kw, sy, sx, dy, dx):
@@ -181,7 +186,7 @@ class Conv2d(Op):
                 gcols = (gyN @ Wm).reshape(-1, oh, ow, kh, kw, c)           # (m, oh, ow, kh, kw, c)
                 gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
                                self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
-                gxN[chunk] = gxpad[:, self.ph:self.ph + h, self.pw:self.pw + w]    # (m, h, w, c)
+                gxN[chunk] = interior(gxpad, self.ph, self.pw, h, w)               # (m, h, w, c)
         gx = gxN.transpose(0, 3, 1, 2) if want_gx else None                        # (n, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         return gx, gW

@@ -20,7 +20,8 @@ im2col / col2im of ref.ops.conv. Every pool works on channels-last x and returns
 """
 import numpy as np
 
-from ref.ops.conv import check_input, col2im, im2col, out_size, pair, to_padded_nhwc
+from ref.ops.conv import (check_input, col2im, im2col, interior, out_size, pair,
+                          to_padded_nhwc)
 from ref.tensor import Op
 
 
@@ -63,7 +64,7 @@ class MaxPool2d(Op):
         np.put_along_axis(gcols, self.first, gy.transpose(0, 2, 3, 1)[:, :, :, None, :], axis=3)
         gxpad = col2im(gcols.reshape(n, oh, ow, kh, kw, c), h + 2 * self.ph, w + 2 * self.pw,
                        self.sy, self.sx, 1, 1)                                     # (n, hp, wp, c)
-        return (gxpad[:, self.ph:self.ph + h, self.pw:self.pw + w].transpose(0, 3, 1, 2),)
+        return (interior(gxpad, self.ph, self.pw, h, w).transpose(0, 3, 1, 2),)   # (n, c, h, w)
 
 
 def _average_matrix(size, starts, ends, divisors, dtype):
