@@ -3,6 +3,7 @@
     import ref
     x = ref.Tensor(array, requires_grad=True)
     y = ref.ops.relu(x).sum(); y.backward(); x.grad
+    model = ref.models.resnet18(); ref.prune.topk_mask(scores, keep=0.1)
 """
 import numpy as np
 
@@ -19,4 +20,9 @@ def asarray(a, dtype=None):
     return np.asarray(a, dtype=dtype)
 
 
-__all__ = ["Op", "Tensor", "asarray", "is_grad_enabled", "no_grad", "ops"]
+# the subpackages, reachable as attributes after `import ref` (as torch.nn after `import torch`)
+from ref import (attacks, checkpoint, evaluate, models, nn, objectives, optim,  # noqa: E402
+                 prune, train)
+
+__all__ = ["Op", "Tensor", "asarray", "attacks", "checkpoint", "evaluate", "is_grad_enabled",
+           "models", "nn", "no_grad", "objectives", "ops", "optim", "prune", "train"]

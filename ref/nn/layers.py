@@ -34,7 +34,7 @@ def check_positive_int(value, name):
 
 class _WeightLayer(Module):
     """A layer with weight W (o, c, ...) and optional bias b (o,). The forward reads the weight
-    through `effective_weight()`, the single hook that pruning overrides (W * mask)."""
+    through `effective_weight()`, the single hook that pruning uses (W * mask)."""
 
     def _create_parameters(self, shape, bias, rng):
         self.weight = parameter(shape)                              # (o, c, ...)
@@ -51,8 +51,12 @@ class _WeightLayer(Module):
             init.uniform_(self.bias, -bound, bound, rng=rng)
 
     def effective_weight(self):
-        """The weight the forward uses."""
-        return self.weight
+        """The weight the forward uses: W, or W * M once ref.prune attached a mask M (the buffer
+        `weight_mask`), through ref.ops.masked_weight so that pruned weights get no gradient."""
+        mask = self._buffers.get("weight_mask")
+        if mask is None:
+            return self.weight
+        return self.weight.ops.masked_weight(self.weight, mask)
 
 
 class Linear(_WeightLayer):

@@ -7,6 +7,8 @@ paths ("layer1.0.conv1.weight") in registration order, the same as PyTorch's for
 """
 import importlib
 
+import numpy as np
+
 from ref.tensor import Tensor
 
 
@@ -17,6 +19,14 @@ def backend(name):
     if name in ("gpu", "cupy", "cuda"):
         return importlib.import_module("gpu")
     raise ValueError(f"unknown backend {name!r}: use 'numpy' or 'gpu'")
+
+
+def array_module(a):
+    """The array module of `a`: numpy for host arrays, the gpu backend's cupy for device arrays
+    (shared code that gets plain arrays, not Tensors, reaches numpy or cupy through this)."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np
+    return backend("gpu").cupy
 
 
 class Module:
@@ -127,7 +137,7 @@ class Module:
             raise ValueError("shape mismatch: " + "; ".join(wrong))
         for name, t in own.items():
             if name in state:
-                t.data = _to_backend_of(t, state[name]).astype(t.dtype, copy=True)
+                t.data = to_backend_of(t, state[name]).astype(t.dtype, copy=True)
         return missing, unexpected
 
     def astype(self, dtype):
@@ -166,6 +176,6 @@ class Module:
         return ""
 
 
-def _to_backend_of(t, array):
+def to_backend_of(t, array):
     """`array` (numpy or cupy) on the same backend as Tensor `t`."""
     return backend("numpy" if t.xp.__name__ == "numpy" else "gpu").asarray(array)

@@ -40,6 +40,7 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         self.state = [{} for _ in self.params]
+        self.masks = [None] * len(self.params)
 
     @property
     def lr(self):
@@ -52,11 +53,31 @@ class Optimizer:
         self._lr = float(value)
 
     def step(self):
-        """Update every parameter that has a gradient."""
+        """Update every parameter that has a gradient, then re-apply the masks (set_masks)."""
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
                 self._update(p, p.grad, state)
         self.step_count += 1
+        for p, state, mask in zip(self.params, self.state, self.masks):
+            if mask is not None:
+                p.data *= mask.data
+                for value in state.values():
+                    if hasattr(value, "shape"):
+                        value *= mask.data
+
+    def set_masks(self, masks):
+        """Keep pruned weights at exactly zero: masks[i] is None or a 0/1 Tensor of params[i]'s
+        shape (a layer's `weight_mask` buffer, read at every step, so a mask replaced in place
+        is followed). After every step p *= M and each state array of p (momentum, velocity,
+        moments) *= M, so state made before the mask cannot move a pruned weight either."""
+        masks = list(masks)
+        if len(masks) != len(self.params):
+            raise ValueError(f"set_masks: {len(masks)} masks for {len(self.params)} parameters")
+        for i, (p, mask) in enumerate(zip(self.params, masks)):
+            if mask is not None and tuple(mask.shape) != p.shape:
+                raise ValueError(f"set_masks: mask {i} has shape {tuple(mask.shape)}, its "
+                                 f"parameter {p.shape}")
+        self.masks = masks
 
     def zero_grad(self):
         for p in self.params:

@@ -1,0 +1,22 @@
+"""Pruning: masks beside the weights, budgets, and the pruning methods (one module each).
+
+    from ref import prune
+    masks = prune.magnitude.gup_masks(prune.weights(model), keep=0.1)
+    prune.apply_masks(model, masks)
+    prune.mask_optimizer(optimizer, model)          # pruned weights stay exactly zero
+    prune.sparsity(model)["global"]["sparsity"]     # 0.9
+
+masks       prunable layers, masks as `weight_mask` buffers, sparsity accounting
+budgets     topk_mask, adaptive / uniform / global keep ratios (pure array functions)
+magnitude   GUP and LUP one-shot magnitude pruning
+"""
+from ref.prune import budgets, magnitude, masks
+from ref.prune.budgets import (adaptive_keep_ratios, global_topk_masks, kept_count, layer_masks,
+                               topk_mask, uniform_keep_ratios)
+from ref.prune.masks import (apply_masks, compression_ratio, expand_channel_mask, get_masks,
+                             mask_optimizer, prunable_layers, remove_masks, sparsity, weights)
+
+__all__ = ["adaptive_keep_ratios", "apply_masks", "budgets", "compression_ratio",
+           "expand_channel_mask", "get_masks", "global_topk_masks", "kept_count", "layer_masks",
+           "magnitude", "mask_optimizer", "masks", "prunable_layers", "remove_masks", "sparsity",
+           "topk_mask", "uniform_keep_ratios", "weights"]
