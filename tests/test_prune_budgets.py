@@ -215,4 +215,3 @@ def test_topk_mask_is_the_same_on_the_gpu_backend(data, n, keep):
     on_device = prune.topk_mask(gpu.asarray(scores), keep)
     assert isinstance(on_device, gpu.cupy.ndarray)
     np.testing.assert_array_equal(to_host(on_device), prune.topk_mask(scores, keep))
-

@@ -106,8 +106,6 @@ def test_sparsity_counts_layers_kinds_and_the_whole(rng):
     assert report["linear"]["size"] == sum(M.size for n, M in masks.items()
                                            if n.startswith("classifier"))
     assert report["global"]["kept"] == sum(int(M.sum()) for M in masks.values())
-    assert prune.compression_ratio(report) == pytest.approx(
-        report["global"]["size"] / report["global"]["kept"])
     prune.remove_masks(model)                  # baked in: the zeros still count
     assert prune.sparsity(model) == report and prune.get_masks(model) == {}
 
@@ -240,8 +238,9 @@ def tied_weights(rng, sizes):
             for i, size in enumerate(sizes)}
 
 
-@given(st.integers(0, 2**32 - 1), st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)),
-                                             min_size=1, max_size=4), st.floats(0.05, 1.0))
+@given(st.integers(0, 2**32 - 1),
+       st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4),
+       st.floats(0.05, 1.0))
 def test_gup_and_lup_equal_the_naive_threshold_rule(seed, sizes, keep):
     weights = tied_weights(np.random.default_rng(seed), sizes)
     t = naive_threshold(weights.values(), 1 - keep)

@@ -48,6 +48,15 @@ def weights(model, **selection):
     return {name: layer.weight.data for name, layer in prunable_layers(model, **selection).items()}
 
 
+def effective_weights(model, **selection):
+    """{weight name: W * M} (W itself where no mask is attached): what the forward computes with."""
+    found = {}
+    for name, layer in prunable_layers(model, **selection).items():
+        mask = layer._buffers.get(MASK)
+        found[name] = layer.weight.data if mask is None else layer.weight.data * mask.data
+    return found
+
+
 def _layers_by_weight(model):
     return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
             if isinstance(m, tuple(KINDS.values()))}
@@ -81,8 +90,17 @@ def apply_masks(model, masks):
     for name, M in masks.items():
         W = layers[name].weight
         M = to_backend_of(W, M).astype(W.dtype)                                    # (W.shape)
-        layers[name].register_buffer(MASK, type(W)(M))
+        set_mask(layers[name], type(W)(M))
         W.data *= M
+
+
+def set_mask(layer, mask):
+    """Attach the 0/1 Tensor `mask` to `layer` as its `weight_mask` buffer (no checks, the
+    weight unchanged), or detach the layer's mask when mask is None."""
+    if mask is not None:
+        layer.register_buffer(MASK, mask)
+    elif layer._buffers.pop(MASK, None) is not None:
+        object.__delattr__(layer, MASK)
 
 
 def get_masks(model):
@@ -94,10 +112,10 @@ def get_masks(model):
 def remove_masks(model):
     """Drop every mask, keeping W * M as the layer's dense weight (zeros where pruned)."""
     for layer in _layers_by_weight(model).values():
-        mask = layer._buffers.pop(MASK, None)
+        mask = layer._buffers.get(MASK)
         if mask is not None:
             layer.weight.data *= mask.data
-            object.__delattr__(layer, MASK)
+            set_mask(layer, None)
 
 
 def masks_in_checkpoint(saved):
@@ -141,13 +159,10 @@ def sparsity(model, **selection):
 
     kept counts the nonzero effective weights (a dense model with baked-in zeros counts as
     pruned), sparsity = zeros / size."""
-    layers = {}
-    for name, layer in prunable_layers(model, **selection).items():
-        W = layer.weight.data
-        mask = layer._buffers.get(MASK)
-        W_eff = W if mask is None else W * mask.data                              # (W.shape)
-        layers[name] = dict(kind=kind_of(layer), **_counts(W.size, int(W_eff.astype(bool).sum())))
-    return summarise(layers)
+    layers = prunable_layers(model, **selection)
+    return summarise({name: dict(kind=kind_of(layers[name]),
+                                 **_counts(W.size, int(W.astype(bool).sum())))
+                      for name, W in effective_weights(model, **selection).items()})
 
 
 def summarise(layers):
@@ -157,10 +172,3 @@ def summarise(layers):
         members = [r for r in layers.values() if group in ("global", r["kind"])]
         report[group] = _counts(sum(r["size"] for r in members), sum(r["kept"] for r in members))
     return report
-
-
-def compression_ratio(report):
-    """Prunable weights / kept weights of a sparsity() report (10.0 at 90% sparsity)."""
-    g = report["global"]
-    return g["size"] / g["kept"] if g["kept"] else float("inf")
-
