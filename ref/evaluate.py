@@ -72,6 +72,24 @@ def accuracy(model, data, attack=None, batch_size=256, seed=0):
     return correct / total
 
 
+def clean_accuracy_and_loss(model, data, batch_size=256):
+    """(accuracy, mean cross-entropy) of f in eval mode on `data`, from one forward pass:
+
+        accuracy = (1 / N) #{i : argmax f(x_i) = y_i}
+        loss     = (1 / N) sum_i -log_softmax(f(x_i))[y_i]
+
+    The accuracy equals accuracy(model, data, batch_size=batch_size)."""
+    T, _ = backend_of(model)
+    correct = total = 0
+    loss_sum = 0.0
+    for x, y in batches(data, batch_size, model):
+        z = T(logits(model, x))                                                    # (n, k)
+        with no_grad():
+            loss_sum += float(z.ops.cross_entropy(z, y, reduction="sum").item())
+        correct, total = correct + int((z.data.argmax(axis=1) == y).sum()), total + len(y)
+    return correct / total, loss_sum / total
+
+
 # ---- attacks by name -----------------------------------------------------------------------------
 def parse_attack(name):
     """"fgsm" | "pgd<k>" | "pgd<k>x<r>" | "apgd" | "apgd<k>" -> dict(kind, steps, restarts)."""

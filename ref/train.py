@@ -5,13 +5,15 @@ One epoch e (0-based) of fit:
     train_data.set_epoch(e); model.train()
     for batch i of n:  lr = schedule(e + i / n);  loss = objective(model, x, y, rng)
                        (stop if loss is not finite);  backward;  optimizer.step()
-    validate (clean and PGD accuracy on val_data), checkpoint, report.
+    validate (clean accuracy and loss, PGD accuracy on val_data), schedule.end_epoch(record)
+    if the schedule has it, checkpoint, report; stop early if end_epoch said so.
 
 Checkpoints in out_dir (ref.checkpoint, atomic): last.h5 after every epoch, epoch_<e>.h5 every
 `keep_every` epochs, best.h5 whenever the selection metric improves. Each holds the model, the
 optimizer, the number of finished epochs, the state of every numpy Generator in use (fit's own,
-which drives the attacks, and any a module holds, e.g. dropout), the metrics history and the best
-metric so far. The loader's batches depend only on (its seed, epoch) via set_epoch, so resuming
+which drives the attacks, and any a module holds, e.g. dropout), the metrics history, the best
+metric so far, the schedule's state_dict() if it has one and why training stopped early, if it
+did. The loader's batches depend only on (its seed, epoch) via set_epoch, so resuming
 from last.h5 after epoch k reproduces an uninterrupted run bit for bit.
 """
 import math
@@ -24,7 +26,8 @@ from tqdm import tqdm
 
 from ref import checkpoint
 from ref.attacks import pgd
-from ref.evaluate import accuracy, batches, evaluate  # noqa: F401 (evaluate is part of this API)
+from ref.evaluate import accuracy, batches, clean_accuracy_and_loss
+from ref.evaluate import evaluate  # noqa: F401 (evaluate is part of this API)
 
 
 def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=None, resume=None,
@@ -33,14 +36,21 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
     """Train for `epochs` epochs (counting those already in a resumed checkpoint).
 
     objective: callable(model, x, y, rng) -> scalar loss Tensor, leaving `.logits` (ref.objectives).
-    schedule: callable(epoch as float) -> lr, or None to keep optimizer.lr.
+    schedule: callable(epoch as float) -> lr, or None to keep optimizer.lr. A schedule may also
+    have the end-of-epoch hook end_epoch(record) -> bool (e.g. ref.optim.StopC): fit calls it once
+    per epoch with the epoch's complete record, before the checkpoint; True means stop: fit
+    writes the checkpoint, prints "stopping after epoch k: " + schedule.stop_reason (a str such a
+    schedule has) and returns the history. A schedule with state_dict() / load_state_dict() has
+    its state saved in every checkpoint (extra "schedule_state") and restored on resume (a
+    checkpoint without it is an error); resuming a stopped run trains no more epochs.
     train_data: iterable of (x, y) batches with len() (a datasets.Loader; set_epoch is used).
     out_dir: directory for the checkpoints (none written when None).
     resume: a checkpoint path, or True for out_dir/last.h5 (a fresh start if it does not exist).
-    val_data: (x, y) arrays for model selection; val_attack: pgd keyword arguments (eps, alpha,
-    steps, ...) for the robust metric, by default the objective's eps, alpha and steps with a CE
-    loss and a uniform start. select: "val_robust_acc" (default when an attack is available) or
-    "val_clean_acc". Returns the metrics history: one dict per epoch.
+    val_data: (x, y) arrays for model selection and the records' val_loss (the mean clean
+    cross-entropy in eval mode) and val_clean_acc; val_attack: pgd keyword arguments (eps, alpha,
+    steps, ...) for the robust metric val_robust_acc, by default the objective's eps, alpha and
+    steps with a CE loss and a uniform start. select: "val_robust_acc" (default when an attack is
+    available) or "val_clean_acc". Returns the metrics history: one dict per epoch.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs}")
@@ -54,16 +64,19 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
         raise ValueError("select='val_robust_acc' needs val_attack (the objective has no attack)")
     rng = np.random.default_rng(seed)
     generators = _generators(model, rng)
-    state = dict(epoch=0, history=[], best=None)
+    state = dict(epoch=0, history=[], best=None, stopped=None)
     if resume:
-        state = _resume(resume, out_dir, model, optimizer, generators, state)
+        state = _resume(resume, out_dir, model, optimizer, generators, schedule, state)
+    if state["stopped"]:
+        print(f"nothing to train: the run stopped {state['stopped']}", file=sys.stderr)
+        return state["history"]
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     for epoch in range(state["epoch"], int(epochs)):
         record = _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epochs, rng,
                               out_dir, log_every, progress)
         if val_data is not None:
-            record["val_clean_acc"] = accuracy(model, val_data)
+            record["val_clean_acc"], record["val_loss"] = clean_accuracy_and_loss(model, val_data)
             if val_attack is not None:
                 record["val_robust_acc"] = accuracy(
                     model, val_data, lambda m, x, y, r: pgd(m, x, y, rng=r, **val_attack),
@@ -74,10 +87,15 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
                                          or record[select] > state["best"]["value"])
         if improved:
             state["best"] = dict(metric=select, value=record[select], epoch=epoch + 1)
+        if hasattr(schedule, "end_epoch") and schedule.end_epoch(record):
+            state["stopped"] = f"after epoch {epoch + 1}: {schedule.stop_reason}"
         if out_dir is not None:
-            _save(out_dir, model, optimizer, generators, state, metadata, epoch + 1,
+            _save(out_dir, model, optimizer, generators, schedule, state, metadata, epoch + 1,
                   keep_every, improved)
         print(_summary(record, epochs), flush=True)
+        if state["stopped"]:
+            print(f"stopping {state['stopped']}", flush=True)
+            break
     return state["history"]
 
 
@@ -101,7 +119,7 @@ def _generators(model, rng):
     return found
 
 
-def _resume(resume, out_dir, model, optimizer, generators, state):
+def _resume(resume, out_dir, model, optimizer, generators, schedule, state):
     path = os.path.join(out_dir, "last.h5") if resume is True else os.fspath(resume)
     if resume is True and not os.path.exists(path):
         print(f"no checkpoint at {path}: starting from epoch 1", file=sys.stderr)
@@ -110,16 +128,24 @@ def _resume(resume, out_dir, model, optimizer, generators, state):
     missing = sorted(set(generators) - set(extra["rng_states"]))
     if missing:
         raise ValueError(f"checkpoint {path!r} holds no state for the generators {missing}")
+    if hasattr(schedule, "load_state_dict"):
+        if "schedule_state" not in extra:
+            raise ValueError(f"checkpoint {path!r} holds no state for the schedule {schedule!r}")
+        schedule.load_state_dict(extra["schedule_state"])
     for name, g in generators.items():
         g.bit_generator.state = extra["rng_states"][name]
     print(f"resumed from {path} after epoch {extra['epoch']}", file=sys.stderr)
-    return dict(epoch=int(extra["epoch"]), history=extra["history"], best=extra["best"])
+    return dict(epoch=int(extra["epoch"]), history=extra["history"], best=extra["best"],
+                stopped=extra.get("stopped"))
 
 
-def _save(out_dir, model, optimizer, generators, state, metadata, epoch, keep_every, improved):
+def _save(out_dir, model, optimizer, generators, schedule, state, metadata, epoch, keep_every,
+          improved):
     extra = dict(epoch=epoch, history=state["history"], best=state["best"],
                  rng_states={name: g.bit_generator.state for name, g in generators.items()},
-                 metadata=metadata or {})
+                 metadata=metadata or {}, stopped=state["stopped"])
+    if hasattr(schedule, "state_dict"):
+        extra["schedule_state"] = schedule.state_dict()
     names = (["best.h5"] if improved else []) + (
         [f"epoch_{epoch:03d}.h5"] if keep_every and epoch % keep_every == 0 else []) + ["last.h5"]
     for name in names:
@@ -162,9 +188,13 @@ def _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epoch
                 examples_per_s=seen / elapsed, time_s=elapsed)
 
 
+_VALIDATION_LABELS = dict(val_loss="val_loss", val_clean_acc="clean_acc",
+                          val_robust_acc="robust_acc")
+
+
 def _summary(record, epochs):
-    val = "".join(f"  {k[4:]} {record[k]:.4f}" for k in ("val_clean_acc", "val_robust_acc")
-                  if k in record)
+    val = "".join(f"  {label} {record[key]:.4f}" for key, label in _VALIDATION_LABELS.items()
+                  if key in record)
     return (f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.4g}  loss "
             f"{record['train_loss']:.4f}  acc {record['train_acc']:.4f}{val}  "
             f"({record['time_s']:.1f} s, {record['examples_per_s']:.0f} ex/s)")

@@ -143,9 +143,10 @@ def assert_same_run(runs, rtol):
     assert evaluation_table(stdout) == evaluation_table(want_stdout)
     own = ("backend", "out")                  # the options that differ between the two runs
     assert without(report["args"], own) == without(want_report["args"], own)
-    rounded = TIMES + ("train_loss",)
+    rounded = TIMES + ("train_loss", "val_loss")
     for record, want in zip(report["history"], want_report["history"], strict=True):
         assert record["train_loss"] == pytest.approx(want["train_loss"], rel=rtol)
+        assert record["val_loss"] == pytest.approx(want["val_loss"], rel=rtol)
         assert without(record, rounded) == without(want, rounded)
     assert report["best"] == want_report["best"]
     assert without(report["evaluation"], TIMES) == without(want_report["evaluation"], TIMES)

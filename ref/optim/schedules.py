@@ -2,6 +2,11 @@
 
 The training loop sets `optimizer.lr = schedule(e)` at each epoch start, or at each iteration
 with e = epoch + i / iterations_per_epoch. Each schedule's docstring gives its formula.
+
+StopE and StopC are the two training lengths of "Achieving Adversarial Robustness via Sparsity":
+a fixed number of epochs with the lr divided by 10 at fixed fractions of training (StopE), and
+training until the validation loss stops improving (StopC). StopC adapts to the run, so it also
+has the end-of-epoch hook that ref.train.fit calls (StopC.end_epoch) and a state to checkpoint.
 """
 import math
 
@@ -105,3 +110,130 @@ class LinearWarmup:
     def __repr__(self):
         return (f"LinearWarmup({self.schedule!r}, warmup_epochs={self.warmup_epochs}, "
                 f"start_factor={self.start_factor})")
+
+
+class StopE(MultiStep):
+    """Stop-E: `epochs` epochs with the lr multiplied by `factor` (divided by 10) at fixed
+    fractions of training,
+
+        lr(e) = base_lr * factor ** #{f in fractions with int(f * epochs) <= e},
+
+    i.e. MultiStep with milestones int(f * epochs); by default the lr drops at 50% and 75%.
+    """
+
+    def __init__(self, base_lr, epochs, fractions=(0.5, 0.75), factor=0.1):
+        if int(epochs) != epochs or epochs <= 0:
+            raise ValueError(f"epochs must be an integer > 0, got {epochs!r}")
+        for f in fractions:
+            check_range("each of fractions", f, 0.0, 1.0)
+        check_open_unit("factor", factor)
+        super().__init__(base_lr, [int(f * epochs) for f in fractions], gamma=factor)
+        self.epochs, self.fractions = int(epochs), tuple(fractions)
+
+    def __repr__(self):
+        return (f"StopE(base_lr={self.base_lr}, epochs={self.epochs}, "
+                f"fractions={list(self.fractions)}, factor={self.gamma})")
+
+
+class StopC:
+    """Stop-C: train until a validation metric converges; lr(e) = base_lr * factor ** decays.
+
+    After each epoch, end_epoch(record) reads v = record[monitor] (by default "val_loss", the
+    clean validation cross-entropy of ref.train.fit) and applies, with best the best v so far:
+
+        improved  <=>  no best yet,  or  v < best * (1 - threshold)   (mode "min")
+                                     or  v > best * (1 + threshold)   (mode "max")
+        improved:      best = v,  bad_epochs = 0
+        otherwise:     bad_epochs += 1, and when bad_epochs > patience (a plateau):
+                           decays < max_decays:   decays += 1, bad_epochs = 0   (lr *= factor)
+                           decays == max_decays:  stopped = True                (training ends)
+
+    The improvement test is torch ReduceLROnPlateau's threshold_mode="rel", and a plateau is its
+    "num_bad_epochs > patience": patience epochs without improvement are tolerated and the next
+    one decays the lr (patience=0 decays at the first). best is kept across decays. With the
+    defaults the lr goes base_lr -> base_lr / 10 -> base_lr / 100, and the third plateau ends
+    training. The lr is constant within an epoch; a decay decided after epoch k applies from
+    epoch k + 1. state_dict() / load_state_dict() carry (best, bad_epochs, decays, stopped) as
+    JSON values, so a resumed run continues the rule exactly.
+    """
+
+    MODES = ("min", "max")
+
+    def __init__(self, base_lr, patience=10, threshold=1e-4, factor=0.1, max_decays=2,
+                 monitor="val_loss", mode="min"):
+        check_range("base_lr", base_lr, 0.0, math.inf)
+        check_count("patience", patience)
+        check_range("threshold", threshold, 0.0, math.inf)
+        check_open_unit("factor", factor)
+        check_count("max_decays", max_decays)
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.base_lr, self.patience, self.threshold = base_lr, patience, threshold
+        self.factor, self.max_decays, self.monitor, self.mode = factor, max_decays, monitor, mode
+        self.best, self.bad_epochs, self.decays, self.stopped = None, 0, 0, False
+
+    def __call__(self, epoch):
+        return self.base_lr * self.factor ** self.decays
+
+    def end_epoch(self, record):
+        """Apply the rule (class doc) to record[monitor]; return True when training must stop."""
+        if self.stopped:
+            raise RuntimeError("StopC.end_epoch called after the schedule stopped training")
+        if self.monitor not in record:
+            raise KeyError(f"StopC monitors {self.monitor!r}, which the epoch's record lacks "
+                           f"(it has {sorted(record)}); fit records val_* only with val_data")
+        value = float(record[self.monitor])
+        if self._improves(value):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                if self.decays == self.max_decays:
+                    self.stopped = True
+                else:
+                    self.decays, self.bad_epochs = self.decays + 1, 0
+        return self.stopped
+
+    def _improves(self, value):
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best * (1 - self.threshold)
+        return value > self.best * (1 + self.threshold)
+
+    @property
+    def stop_reason(self):
+        """Why training stopped, in words (for the log)."""
+        return (f"{self.monitor} did not improve on its best {self.best:.6g} by a relative "
+                f"{self.threshold:g} (mode {self.mode!r}) for {_count(self.patience + 1, 'epoch')} "
+                f"after {_count(self.decays, 'lr decay')}")
+
+    def state_dict(self):
+        return dict(best=self.best, bad_epochs=self.bad_epochs, decays=self.decays,
+                    stopped=self.stopped)
+
+    def load_state_dict(self, state):
+        self.best, self.bad_epochs = state["best"], int(state["bad_epochs"])
+        self.decays, self.stopped = int(state["decays"]), bool(state["stopped"])
+
+    def __repr__(self):
+        return (f"StopC(base_lr={self.base_lr}, patience={self.patience}, "
+                f"threshold={self.threshold}, factor={self.factor}, "
+                f"max_decays={self.max_decays}, monitor={self.monitor!r}, mode={self.mode!r})")
+
+
+def check_open_unit(name, value):
+    """ValueError naming the argument unless 0 < value < 1."""
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
+def check_count(name, value):
+    """ValueError naming the argument unless value is an integer >= 0."""
+    if int(value) != value or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _count(n, noun):
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
