@@ -5,7 +5,8 @@ from ref.nn.layers import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatte
                            Linear, MaxPool2d, ReLU)
 from ref.nn.module import Module, backend
 from ref.nn.norm import BatchNorm1d, BatchNorm2d
+from ref.nn.subnet import SubnetConv2d, SubnetLinear, dense_form, subnet_form
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout",
-           "Flatten", "Identity", "Linear", "MaxPool2d", "Module", "ReLU", "Sequential", "backend",
-           "init"]
+           "Flatten", "Identity", "Linear", "MaxPool2d", "Module", "ReLU", "Sequential",
+           "SubnetConv2d", "SubnetLinear", "backend", "dense_form", "init", "subnet_form"]

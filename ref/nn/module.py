@@ -75,6 +75,16 @@ class Module:
     def modules(self):
         return [m for _, m in self.named_modules()]
 
+    def get_submodule(self, path):
+        """The module at the dotted `path` ("layer1.0.conv1"; "" is self), as in PyTorch."""
+        module = self
+        for name in path.split(".") if path else []:
+            if name not in module._modules:
+                raise AttributeError(f"{type(self).__name__} has no submodule {path!r} "
+                                     f"({type(module).__name__} has no child {name!r})")
+            module = module._modules[name]
+        return module
+
     def children(self):
         return list(self._modules.values())
 

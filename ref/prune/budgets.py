@@ -18,39 +18,14 @@ import numbers
 
 import numpy as np
 
-from ref.nn.module import array_module
-
-
-def check_keep(keep, name="keep"):
-    """keep as a float in (0, 1], else a ValueError naming the value."""
-    if (isinstance(keep, bool) or not isinstance(keep, numbers.Real)
-            or not 0 < keep <= 1):   # also refuses NaN
-        raise ValueError(f"{name} must be a fraction in (0, 1], got {keep!r}")
-    return float(keep)
-
-
-def kept_count(n, keep):
-    """n - int((1 - keep) n): how many of n weights a layer keeps; a ValueError when that is 0."""
-    keep = check_keep(keep)
-    kept = n - int((1 - keep) * n)
-    if kept < 1:
-        raise ValueError(f"keep={keep!r} keeps no weight of a layer of {n}: that would empty it")
-    return kept
+from ref.nn.module import array_module, backend
+from ref.ops.mask import check_keep, kept_count  # noqa: F401 (part of this module's API)
 
 
 def _topk_flat(a, kept):
-    """0/1 mask (a's dtype) of the `kept` largest entries of the 1-d array a >= 0; ties at the
-    threshold keep the highest indices (see the module docstring). No host synchronisation."""
-    xp = array_module(a)
-    n = a.size
-    if kept == n:
-        return xp.ones_like(a)                                                     # (n,)
-    t = xp.partition(a, n - kept)[n - kept]         # the smallest kept value, a 0-d array
-    above = a > t                                                                  # (n,) bool
-    ties = a == t                                                                  # (n,) bool
-    wanted = kept - above.sum()                     # ties to keep (a 0-d array, >= 1)
-    rank_from_end = xp.cumsum(ties[::-1])[::-1]     # 1 at the last tie, 2 at the one before ...
-    return (above | (ties & (rank_from_end <= wanted))).astype(a.dtype)            # (n,)
+    """0/1 mask (a's dtype) of the `kept` largest entries of the 1-d array a, by the op of a's
+    backend (ref.ops.keep_largest: ties keep the higher indices, no host synchronisation)."""
+    return backend("numpy" if array_module(a) is np else "gpu").ops.keep_largest(a, kept)
 
 
 def topk_mask(scores, keep):

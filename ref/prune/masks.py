@@ -16,6 +16,7 @@ expand_channel_mask(m, W.shape, axis) repeats a channel mask m over the other ax
 import ref
 from ref.nn.layers import Conv2d, Linear
 from ref.nn.module import array_module, to_backend_of
+from ref.tensor import no_grad
 
 KINDS = {"conv": Conv2d, "linear": Linear}
 MASK = "weight_mask"   # the buffer name of a layer's mask
@@ -49,12 +50,11 @@ def weights(model, **selection):
 
 
 def effective_weights(model, **selection):
-    """{weight name: W * M} (W itself where no mask is attached): what the forward computes with."""
-    found = {}
-    for name, layer in prunable_layers(model, **selection).items():
-        mask = layer._buffers.get(MASK)
-        found[name] = layer.weight.data if mask is None else layer.weight.data * mask.data
-    return found
+    """{weight name: W_eff}: the weights the forward computes with (W * M for a masked layer,
+    W * M(S) for a subnet layer of ref.nn.subnet, W itself for a dense one)."""
+    with no_grad():
+        return {name: layer.effective_weight().data
+                for name, layer in prunable_layers(model, **selection).items()}
 
 
 def _layers_by_weight(model):
