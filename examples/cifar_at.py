@@ -17,31 +17,23 @@ best.h5 on the test images (clean, FGSM, PGD-k, APGD-CE and the sanity checks) i
 import time
 
 import common
-from ref import checkpoint, objectives, train
+from ref import checkpoint, train
 
 PRESETS = {"quick": dict(dataset="digits", arch="small_cnn", width=16, epochs=8, batch_size=64,
                          lr=0.05, schedule="cosine", eps=0.1, alpha=0.025, steps=5, val_size=0.1,
                          eval_attacks="fgsm,pgd10,pgd50,apgd")}
 
 
-def make_objective(args):
-    if args.objective == "natural":
-        return objectives.get("natural")
-    beta = {} if args.beta is None else dict(beta=args.beta)
-    return objectives.get(args.objective, eps=args.eps, alpha=args.alpha, steps=args.steps, **beta)
-
-
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0], PRESETS)
-    p.add_argument("--objective", default="at", choices=["natural", "at", "trades", "mart"])
-    p.add_argument("--beta", type=float, default=None, help="TRADES / MART beta (default 6)")
+    common.add_objective_options(p)
     args = common.parse(p, PRESETS, argv)
     out = common.run_dir(args, f"{args.dataset}_{args.arch}_{args.objective}")
     start = time.perf_counter()
     data = common.load_data(args)
     model = common.build_model(args, data["info"])
     history = train.fit(
-        model, make_objective(args), common.make_optimizer(args, model),
+        model, common.make_objective(args), common.make_optimizer(args, model),
         common.make_schedule(args), data["loader"], args.epochs, out_dir=out,
         resume=args.resume or None, val_data=data["val"],
         val_attack=dict(eps=args.eps, alpha=args.alpha, steps=args.steps),

@@ -1,5 +1,6 @@
 """Command-line pieces shared by the example scripts: options and presets, data, model,
-optimizer and schedule, the run directory, the JSON report and the PNG plots."""
+optimizer and schedule, the run directory, the JSON report and the PNG plots; for the pruning
+examples, resumable training phases, the summary table and the sparsity and weight plots."""
 import argparse
 import json
 import os
@@ -13,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 
 import datasets  # noqa: E402
 import ref.models  # noqa: E402
-from ref import optim  # noqa: E402
+from ref import checkpoint, objectives, optim, train  # noqa: E402
+from ref.evaluate import accuracy, parse_attack, run_attack  # noqa: E402
 
 # the keyword argument that --width sets, for the architectures whose width can change
 WIDTH_ARGUMENT = {"small_cnn": "width", "resnet18": "width", "resnet34": "width",
@@ -41,8 +43,9 @@ def parser(description, presets):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="multistep", choices=["multistep", "cosine"],
-                   help="multistep: lr / 10 at 50%% and 75%% of the epochs")
+    p.add_argument("--schedule", default="multistep", choices=["multistep", "cosine", "hydra"],
+                   help="multistep: lr / 10 at 50%% and 75%% of the epochs; cosine: per "
+                        "iteration; hydra: HYDRA's cosine, set once per epoch")
     p.add_argument("--eps", type=float, default=8 / 255, help="L-inf radius in [0, 1] units")
     p.add_argument("--alpha", type=float, default=2 / 255, help="PGD step of the training attack")
     p.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
@@ -108,14 +111,31 @@ def build_model(args, info):
     return model.astype(np.dtype(args.dtype)).to(args.backend)
 
 
-def make_optimizer(args, model):
-    return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                     weight_decay=args.weight_decay)
+def add_objective_options(p, default="at"):
+    p.add_argument("--objective", default=default, choices=["natural", "at", "trades", "mart"])
+    p.add_argument("--beta", type=float, default=None, help="TRADES / MART beta (default 6)")
+
+
+def make_objective(args, name=None):
+    """The objective --objective (or `name`) with the attack --eps, --alpha, --steps."""
+    name = name or args.objective
+    if name == "natural":
+        return objectives.get("natural")
+    beta = {} if args.beta is None else dict(beta=args.beta)
+    return objectives.get(name, eps=args.eps, alpha=args.alpha, steps=args.steps, **beta)
+
+
+def make_optimizer(args, model, lr=None):
+    """SGD with --momentum and --weight-decay at --lr (or `lr`)."""
+    return optim.SGD(model.parameters(), lr=args.lr if lr is None else lr,
+                     momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def make_schedule(args):
     if args.schedule == "cosine":
         return optim.Cosine(args.lr, args.epochs)
+    if args.schedule == "hydra":
+        return optim.PerEpoch(optim.Cosine(args.lr, args.epochs, hydra_offset=True))
     return optim.MultiStep(args.lr, [args.epochs // 2, (3 * args.epochs) // 4])
 
 
@@ -165,3 +185,129 @@ def _save(fig, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ---- pruning runs: phases, measurements, tables, plots ------------------------------------------
+PRUNE_LAYERS = {"all": ("conv", "linear"), "conv": ("conv",)}
+# options that may change between a run and its --resume (they do not change what is trained)
+RESUME_FREE = ("resume", "out", "backend", "eval_n", "eval_attacks", "data_root")
+
+
+def add_pruning_options(p):
+    p.add_argument("--layers", default="all", choices=sorted(PRUNE_LAYERS),
+                   help="prunable weights: conv and linear, or conv only (the scope of "
+                        "rethinking-network-pruning)")
+    p.add_argument("--table-attack", default="pgd20",
+                   help="the attack of the summary table (eps = --eps)")
+
+
+def prunable(args):
+    """Keyword arguments of ref.prune.weights / prunable_layers for --layers."""
+    return dict(kinds=PRUNE_LAYERS[args.layers])
+
+
+def check_resumable(path, args):
+    """With --resume, refuse a checkpoint written with other options (another run's phase): exit
+    with a message naming the options that differ, before anything is overwritten."""
+    if not args.resume or not Path(path).exists():
+        return
+    saved = checkpoint.read(path)["extra"].get("metadata", {})
+    ours = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
+    differ = {k: (saved.get(k), v) for k, v in ours.items() if saved.get(k) != v}
+    if differ:
+        raise SystemExit(f"{path} belongs to another run: " + "; ".join(
+            f"--{k.replace('_', '-')} {old!r} there, {new!r} now" for k, (old, new) in
+            differ.items()) + ". Use another --out, or run without --resume to start over.")
+
+
+def run_phase(args, out, name, model, objective, optimizer, data, epochs, lr):
+    """Train one phase in out/<name> with train.fit (--resume continues it, or skips it when it
+    is complete) and load its best.h5 (by validation PGD accuracy; clean accuracy for natural
+    training) into the model. Returns the phase's history."""
+    directory = Path(out) / name
+    check_resumable(directory / "last.h5", args)
+    schedule = make_schedule(argparse.Namespace(**{**vars(args), "lr": lr, "epochs": epochs}))
+    natural = getattr(objective, "name", None) == "natural"
+    history = train.fit(model, objective, optimizer, schedule, data["loader"], epochs,
+                        out_dir=directory, resume=args.resume or None, val_data=data["val"],
+                        val_attack=dict(eps=args.eps, alpha=args.alpha, steps=args.steps),
+                        select="val_clean_acc" if natural else "val_robust_acc",
+                        seed=args.seed, metadata=vars(args))
+    checkpoint.load(directory / "best.h5", model)
+    return history
+
+
+def measure(model, data, args):
+    """{"clean", <table attack>}: test accuracies, the attack at --eps (ref.evaluate's step)."""
+    spec = parse_attack(args.table_attack)
+
+    def attack(m, x, y, rng):
+        return run_attack(spec, m, x, y, args.eps, rng)
+
+    return {"clean": accuracy(model, data["test"], seed=args.seed),
+            args.table_attack: accuracy(model, data["test"], attack, seed=args.seed)}
+
+
+def print_table(title, rows, columns):
+    """rows: dicts; columns: (key, header, format) triples; "-" where a row has no value."""
+    cells = [[format(row[k], f) if row.get(k) is not None else "-" for k, _, f in columns]
+             for row in rows]
+    widths = [max([len(header)] + [len(line[i]) for line in cells])
+              for i, (_, header, _) in enumerate(columns)]
+    lines = [title, "  ".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))]
+    lines += ["  ".join(f"{c:>{w}}" for c, w in zip(line, widths)) for line in cells]
+    print("\n".join(lines), flush=True)
+
+
+def plot_phases(out, histories, filename="training.png"):
+    """Validation clean and PGD accuracy per epoch, the phases one after another."""
+    fig, ax = plt.subplots(figsize=(max(6, len(histories) * 2), 4))
+    start = 0
+    for name, history in histories.items():
+        epochs = [start + h["epoch"] for h in history]
+        for key, style in (("val_clean_acc", "-"), ("val_robust_acc", "--")):
+            if history and key in history[0]:
+                ax.plot(epochs, [h[key] for h in history], style, marker=".",
+                        label=f"{name} {key[4:-4]}")
+        ax.axvline(start + 0.5, color="lightgray")
+        start += len(history)
+    ax.set(xlabel="epoch (phases in order)", ylabel="validation accuracy", ylim=(0, 1))
+    ax.legend(fontsize="small", ncol=2)
+    return _save(fig, Path(out) / filename)
+
+
+def plot_sparsity(out, reports, filename="sparsity.png"):
+    """Kept fraction per prunable layer, one bar group per layer and one bar per model."""
+    names = list(next(iter(reports.values()))["layers"])
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.6), 4))
+    width = 0.8 / len(reports)
+    for i, (label, report) in enumerate(reports.items()):
+        kept = [1 - report["layers"][n]["sparsity"] for n in names]
+        ax.bar(np.arange(len(names)) + i * width, kept, width, label=label)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=60, ha="right",
+                  fontsize="small")
+    ax.set(ylabel="kept fraction", ylim=(0, 1.05), title="kept weights per layer")
+    ax.legend(fontsize="small")
+    return _save(fig, Path(out) / filename)
+
+
+def plot_weight_statistics(out, stats, label):
+    """weights_<label>.png: per layer, the histogram of log10 |w| over the kept weights, the
+    number of kernels with v = 0 .. kh kw kept weights (convs) and the kept weights per output
+    channel (sorted)."""
+    fig, (hist, kernels, channels) = plt.subplots(1, 3, figsize=(15, 4))
+    edges = np.array(stats["histogram_edges"])
+    for name, layer in stats["layers"].items():
+        hist.step(edges[:-1], layer["magnitude_histogram"], where="post", label=name)
+        if "kernel_kept_counts" in layer:
+            counts = np.array(layer["kernel_kept_counts"])
+            kernels.plot(np.arange(len(counts)), counts / counts.sum(), marker="o", label=name)
+        per_out = np.sort(layer["kept_per_output"])[::-1]
+        channels.plot(np.linspace(0, 1, len(per_out)), per_out / max(per_out.max(), 1), label=name)
+    hist.set(xlabel="log10 |w| (kept weights)", ylabel="count", title="weight magnitudes")
+    kernels.set(xlabel="kept weights in a kernel", ylabel="fraction of kernels",
+                title="kept weights per kernel (convs)")
+    channels.set(xlabel="output channels (sorted, fraction)", ylabel="kept / layer max",
+                 title="kept weights per output channel")
+    hist.legend(fontsize="x-small")
+    return _save(fig, Path(out) / f"weights_{label}.png")

@@ -8,7 +8,8 @@ LinearWarmup, and the training lengths StopE and StopC).
         ...  loss.backward(); optimizer.step(); optimizer.zero_grad()
 """
 from ref.optim.optimizers import SGD, SGDW, Adam, Optimizer
-from ref.optim.schedules import Cosine, LinearWarmup, MultiStep, Piecewise, StopC, StopE
+from ref.optim.schedules import (Cosine, LinearWarmup, MultiStep, PerEpoch, Piecewise, StopC,
+                                 StopE)
 
-__all__ = ["SGD", "SGDW", "Adam", "Cosine", "LinearWarmup", "MultiStep", "Optimizer", "Piecewise",
-           "StopC", "StopE"]
+__all__ = ["SGD", "SGDW", "Adam", "Cosine", "LinearWarmup", "MultiStep", "Optimizer", "PerEpoch",
+           "Piecewise", "StopC", "StopE"]

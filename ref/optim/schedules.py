@@ -112,6 +112,22 @@ class LinearWarmup:
                 f"start_factor={self.start_factor})")
 
 
+class PerEpoch:
+    """lr(e) = schedule(floor(e)): the lr set once at the start of each epoch, as the reference
+    repositories do (e.g. HYDRA's cosine_schedule), while fit asks at every iteration."""
+
+    def __init__(self, schedule):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+
+    def __call__(self, epoch):
+        return self.schedule(math.floor(epoch))
+
+    def __repr__(self):
+        return f"PerEpoch({self.schedule!r})"
+
+
 class StopE(MultiStep):
     """Stop-E: `epochs` epochs with the lr multiplied by `factor` (divided by 10) at fixed
     fractions of training,

@@ -10,10 +10,11 @@ masks       prunable layers, masks as `weight_mask` buffers, sparsity accounting
 budgets     topk_mask, adaptive / uniform / global keep ratios (pure array functions)
 magnitude   GUP and LUP one-shot magnitude pruning
 lottery     the adversarial lottery ticket (IMP with rewinding) and inverse weights inheritance
+structured  FP (L1 filter pruning) and NS (network slimming) channel masks, thinning
 hydra       HYDRA: scores trained with the robust objective choose the kept weights
 sensitivity layer sensitivity, compression, channels present, statistics of the kept weights
 """
-from ref.prune import budgets, hydra, lottery, magnitude, masks, sensitivity
+from ref.prune import budgets, hydra, lottery, magnitude, masks, sensitivity, structured
 from ref.prune.budgets import (adaptive_keep_ratios, global_topk_masks, kept_count, layer_masks,
                                topk_mask, uniform_keep_ratios)
 from ref.prune.masks import (apply_masks, effective_weights, expand_channel_mask, get_masks,
@@ -25,4 +26,4 @@ __all__ = ["adaptive_keep_ratios", "apply_masks", "budgets", "compression_ratio"
            "effective_weights", "expand_channel_mask", "get_masks", "global_topk_masks", "hydra",
            "kept_count", "layer_masks", "lottery", "magnitude", "mask_optimizer", "masks",
            "prunable_layers", "remove_masks", "scaled_score_init", "sensitivity", "sparsity",
-           "topk_mask", "uniform_keep_ratios", "weights"]
+           "structured", "topk_mask", "uniform_keep_ratios", "weights"]

@@ -22,9 +22,9 @@ from ref.nn.module import array_module, backend
 from ref.ops.mask import check_keep, kept_count  # noqa: F401 (part of this module's API)
 
 
-def _topk_flat(a, kept):
-    """0/1 mask (a's dtype) of the `kept` largest entries of the 1-d array a, by the op of a's
-    backend (ref.ops.keep_largest: ties keep the higher indices, no host synchronisation)."""
+def keep_largest(a, kept):
+    """0/1 mask (a's shape and dtype) of the `kept` largest entries of a, by the array function of
+    a's backend (ref.ops.keep_largest: ties keep the higher flat indices, no host sync)."""
     return backend("numpy" if array_module(a) is np else "gpu").ops.keep_largest(a, kept)
 
 
@@ -37,7 +37,7 @@ def topk_mask(scores, keep):
     a = xp.abs(scores).ravel()                                                     # (n,)
     if not bool(xp.isfinite(a).all()):
         raise ValueError("topk_mask: the scores hold NaN or inf")
-    return _topk_flat(a, kept_count(a.size, keep)).reshape(scores.shape)           # (S.shape)
+    return keep_largest(a, kept_count(a.size, keep)).reshape(scores.shape)           # (S.shape)
 
 
 def global_topk_masks(scores, keep):
@@ -49,7 +49,7 @@ def global_topk_masks(scores, keep):
     a = xp.concatenate([xp.abs(scores[name]).ravel() for name in names])          # (N,)
     if not bool(xp.isfinite(a).all()):
         raise ValueError("global_topk_masks: the scores hold NaN or inf")
-    flat = _topk_flat(a, kept_count(a.size, keep))                                 # (N,)
+    flat = keep_largest(a, kept_count(a.size, keep))                                 # (N,)
     masks, start = {}, 0
     for name in names:
         S = scores[name]
