@@ -4,7 +4,7 @@ fine-tune the surviving weights (Sehwag et al., NeurIPS 2020; ref.prune.hydra).
     python examples/cifar_hydra.py --preset quick           # digits + small CNN, keep 0.1
     python examples/cifar_hydra.py --backend gpu            # CIFAR-10, ResNet-18, keep 0.1
 
-Phases (train.fit run directories under --out, default runs/<dataset>_<arch>_hydra):
+Phases (train.fit run directories under --out, default runs/<dataset>_<arch>_hydra_keep<k>):
     pretrain/   the dense network trained with --pretrain-objective for --epochs at --lr, or
                 --from a checkpoint of the dense --arch (e.g. a naturally trained one: pruning it
                 robustly finds a robust subnetwork hidden in a non-robust network)
@@ -92,7 +92,7 @@ def main(argv=None):
     start = time.perf_counter()
     data = common.load_data(args)
     dense = from_checkpoint(args, data)
-    out = common.run_dir(args, f"{args.dataset}_{args.arch}_hydra")
+    out = common.run_dir(args, f"{args.dataset}_{args.arch}_hydra_keep{args.keep:g}")
     histories = {}
     if dense is None:
         dense = common.build_model(args, data["info"])
@@ -125,6 +125,7 @@ def main(argv=None):
         print(f"evaluating the {name} network")
         evaluation[name] = train.evaluate(network, data["test"], eps=args.eps,
                                           attacks=args.eval_attacks.split(","), seed=args.seed)
+    common.print_sparsity_table({"final.h5": sparsity})
     common.print_table(
         f"HYDRA on {args.dataset}, {args.arch}, keep {args.keep}: test accuracy at eps "
         f"{args.eps:.4g}", rows,

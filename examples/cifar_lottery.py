@@ -93,6 +93,7 @@ def main(argv=None):
         f"test accuracy at eps {args.eps:.4g}", rows,
         [("phase", "phase", ""), ("nominal", "nominal", ".4f"), ("sparsity", "sparsity", ".4f"),
          ("clean", "clean", ".4f"), (args.table_attack, args.table_attack, ".4f")])
+    common.print_sparsity_table(reports)
     report = dict(args=vars(args), table=rows, sparsity=reports, statistics=statistics,
                   history=histories, time_s=time.perf_counter() - start)
     paths = [common.save_report(out, report), common.plot_phases(out, histories),

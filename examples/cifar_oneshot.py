@@ -110,6 +110,7 @@ def main(argv=None):
                                                    ".4f"),
          ("clean", "clean tuned", ".4f"), (attack, f"{attack} tuned", ".4f"),
          ("parameters", "thin params", "d")])
+    common.print_sparsity_table(reports)
     report = dict(args=vars(args), table=rows, sparsity=reports, statistics=statistics,
                   history=histories, time_s=time.perf_counter() - start)
     paths = [common.save_report(out, report), common.plot_phases(out, histories),

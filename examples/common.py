@@ -259,6 +259,20 @@ def print_table(title, rows, columns):
     print("\n".join(lines), flush=True)
 
 
+def print_sparsity_table(reports):
+    """Per-layer sparsity of each model ({label: ref.prune.sparsity report}), one row a layer."""
+    names = list(next(iter(reports.values()))["layers"])
+    rows = [dict(layer=name, size=next(iter(reports.values()))["layers"][name]["size"],
+                 **{label: report["layers"][name]["sparsity"] for label, report in
+                    reports.items()}) for name in names]
+    rows.append(dict(layer="all", size=next(iter(reports.values()))["global"]["size"],
+                     **{label: report["global"]["sparsity"] for label, report in
+                        reports.items()}))
+    print_table("sparsity per layer (fraction of zero weights)", rows,
+                [("layer", "layer", ""), ("size", "weights", "d")]
+                + [(label, label, ".4f") for label in reports])
+
+
 def plot_phases(out, histories, filename="training.png"):
     """Validation clean and PGD accuracy per epoch, the phases one after another."""
     fig, ax = plt.subplots(figsize=(max(6, len(histories) * 2), 4))
@@ -294,7 +308,7 @@ def plot_sparsity(out, reports, filename="sparsity.png"):
 def plot_weight_statistics(out, stats, label):
     """weights_<label>.png: per layer, the histogram of log10 |w| over the kept weights, the
     number of kernels with v = 0 .. kh kw kept weights (convs) and the kept weights per output
-    channel (sorted)."""
+    channel (solid) and per input channel (dotted), sorted."""
     fig, (hist, kernels, channels) = plt.subplots(1, 3, figsize=(15, 4))
     edges = np.array(stats["histogram_edges"])
     for name, layer in stats["layers"].items():
@@ -302,12 +316,14 @@ def plot_weight_statistics(out, stats, label):
         if "kernel_kept_counts" in layer:
             counts = np.array(layer["kernel_kept_counts"])
             kernels.plot(np.arange(len(counts)), counts / counts.sum(), marker="o", label=name)
-        per_out = np.sort(layer["kept_per_output"])[::-1]
-        channels.plot(np.linspace(0, 1, len(per_out)), per_out / max(per_out.max(), 1), label=name)
+        for key, style in (("kept_per_output", "-"), ("kept_per_input", ":")):
+            kept = np.sort(layer[key])[::-1]
+            channels.plot(np.linspace(0, 1, len(kept)), kept / max(kept.max(), 1), style,
+                          color=hist.lines[-1].get_color())
     hist.set(xlabel="log10 |w| (kept weights)", ylabel="count", title="weight magnitudes")
     kernels.set(xlabel="kept weights in a kernel", ylabel="fraction of kernels",
                 title="kept weights per kernel (convs)")
-    channels.set(xlabel="output channels (sorted, fraction)", ylabel="kept / layer max",
-                 title="kept weights per output channel")
+    channels.set(xlabel="channels (sorted, fraction)", ylabel="kept / layer max",
+                 title="kept weights per output (-) and input (:) channel")
     hist.legend(fontsize="x-small")
     return _save(fig, Path(out) / f"weights_{label}.png")

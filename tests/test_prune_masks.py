@@ -1,6 +1,11 @@
 """Masks: the masked_weight op (values, exactly-zero gradients, gradient check, gpu twin), masks
 in layers and checkpoints, the mask-aware optimizer step, sparsity accounting, GUP / LUP against
 naive thresholds written here, and bad input."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,6 +19,7 @@ from ref.gradcheck import check_vjp
 from ref.models import small_cnn
 
 T = ref.Tensor
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_mask(rng, shape, keep=0.5):
@@ -282,3 +288,14 @@ def test_magnitude_masks_work_on_device_arrays(rng):
         for name in weights:
             assert isinstance(device[name], gpu.cupy.ndarray)
             np.testing.assert_array_equal(to_host(device[name]), host[name])
+
+
+def test_import_ref_reaches_every_subpackage_in_a_fresh_interpreter():
+    code = ("import numpy as np, ref; ref.models.resnet18(); "
+            "print(int(ref.prune.topk_mask(np.arange(10.0), 0.3).sum()), ref.nn.Conv2d.__name__, "
+            "ref.attacks.pgd.__name__, ref.objectives.get('trades').name, ref.train.fit.__name__, "
+            "ref.checkpoint.save.__name__, ref.optim.SGD.__name__, ref.prune.magnitude.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.stdout.split() == ["3", "Conv2d", "pgd", "trades", "fit", "save", "SGD",
+                                     "ref.prune.magnitude"]

@@ -208,3 +208,24 @@ def test_a_subnet_model_is_the_same_on_the_gpu_backend(seed, keep):
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
     for g_gpu, g_ref in zip(grads[1], grads[0]):
         np.testing.assert_allclose(g_gpu, g_ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not gpu.EMULATED, reason="counts host reads on the emulator's device arrays")
+def test_subnet_weight_on_the_device_reads_nothing_back_to_the_host(monkeypatch, rng):
+    """The threshold, the ties and the mask stay device arrays: with every device -> host read
+    of the emulated cupy refused, subnet_weight runs forward and backward."""
+    W = gpu.Tensor(gpu.asarray(rng.standard_normal((8, 4, 3, 3))), requires_grad=True)
+    S = gpu.Tensor(gpu.asarray(rng.integers(-3, 4, (8, 4, 3, 3)) / 3.0), requires_grad=True)
+    gy = gpu.asarray(rng.standard_normal((8, 4, 3, 3)))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a device value was read on the host")
+
+    for name in ("get", "item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        monkeypatch.setattr(gpu.cupy.ndarray, name, refuse, raising=False)
+    gpu.ops.subnet_weight(W, S, 0.3).backward(gy)
+    monkeypatch.undo()
+    assert to_host(W.grad).shape == (8, 4, 3, 3) and to_host(S.grad).shape == (8, 4, 3, 3)
+    with pytest.raises(AssertionError, match="read on the host"):   # the guard does work
+        monkeypatch.setattr(gpu.cupy.ndarray, "__bool__", refuse)
+        bool(W.data.sum() > 0)
