@@ -229,3 +229,15 @@ def test_subnet_weight_on_the_device_reads_nothing_back_to_the_host(monkeypatch,
     with pytest.raises(AssertionError, match="read on the host"):   # the guard does work
         monkeypatch.setattr(gpu.cupy.ndarray, "__bool__", refuse)
         bool(W.data.sum() > 0)
+
+
+def test_the_adaptive_budget_gives_each_subnet_layer_its_ratio():
+    model = hydra.to_subnet(dense64(), 0.2, "adaptive", p=0.5)
+    layers = hydra.subnet_layers(model)
+    sizes = [layer.weight.size for layer in layers.values()]
+    ratios = prune.adaptive_keep_ratios(sizes, 0.2, 0.5)
+    assert [layer.keep for layer in layers.values()] == ratios
+    assert [int(layer.mask().sum()) for layer in layers.values()] == [
+        n - int((1 - rho) * n) for n, rho in zip(sizes, ratios)]
+    with pytest.raises(ValueError, match="must be 'uniform' or 'adaptive', got 'global'"):
+        hydra.to_subnet(dense64(), 0.2, "global")

@@ -119,17 +119,22 @@ def uniform_keep_ratios(sizes, keep):
 BUDGETS = ("uniform", "adaptive", "global")
 
 
+def layer_keep_ratios(sizes, keep, budget="uniform", p=1.0):
+    """Per-layer keep ratios of a static budget: "uniform" (uniform_keep_ratios) or "adaptive"
+    (adaptive_keep_ratios(sizes, keep, p))."""
+    if budget == "uniform":
+        return uniform_keep_ratios(sizes, keep)
+    if budget == "adaptive":
+        return adaptive_keep_ratios(sizes, keep, p)
+    raise ValueError(f"a per-layer budget must be 'uniform' or 'adaptive', got {budget!r}")
+
+
 def layer_masks(scores, keep, budget="uniform", p=1.0):
-    """{name: M} from {name: S} under a budget: "uniform" (topk_mask with keep in every layer),
-    "adaptive" (topk_mask with adaptive_keep_ratios(sizes, keep, p)) or "global"
-    (global_topk_masks)."""
+    """{name: M} from {name: S} under a budget: "uniform" or "adaptive" (topk_mask of each layer
+    with its layer_keep_ratios) or "global" (global_topk_masks)."""
     if budget == "global":
         return global_topk_masks(scores, keep)
-    sizes = [int(S.size) for S in scores.values()]
-    if budget == "uniform":
-        ratios = uniform_keep_ratios(sizes, keep)
-    elif budget == "adaptive":
-        ratios = adaptive_keep_ratios(sizes, keep, p)
-    else:
+    if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    ratios = layer_keep_ratios([int(S.size) for S in scores.values()], keep, budget, p)
     return {name: topk_mask(S, rho) for (name, S), rho in zip(scores.items(), ratios)}

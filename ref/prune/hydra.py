@@ -26,7 +26,7 @@ import math
 from ref import checkpoint
 from ref.nn.norm import BatchNorm1d, BatchNorm2d
 from ref.nn.subnet import SubnetLayer, subnet_form
-from ref.prune.budgets import adaptive_keep_ratios, check_keep, uniform_keep_ratios
+from ref.prune.budgets import check_keep, layer_keep_ratios
 from ref.prune.masks import prunable_layers
 
 PHASES = ("pretrain", "prune", "finetune")
@@ -50,13 +50,7 @@ def to_subnet(model, keep, budget="uniform", p=1.0, rng=None, **selection):
     The scores are then scaled_score_init of the weights. Returns the model."""
     layers = prunable_layers(model, **selection)
     paths = [name[:-len(".weight")] for name in layers]
-    sizes = [layer.weight.size for layer in layers.values()]
-    if budget == "uniform":
-        ratios = uniform_keep_ratios(sizes, keep)
-    elif budget == "adaptive":
-        ratios = adaptive_keep_ratios(sizes, keep, p)
-    else:
-        raise ValueError(f"budget must be 'uniform' or 'adaptive', got {budget!r}")
+    ratios = layer_keep_ratios([layer.weight.size for layer in layers.values()], keep, budget, p)
     subnet_form(model, paths, dict(zip(paths, ratios)), rng=rng)
     init_scores(model)
     return model
