@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import ref
@@ -303,6 +303,7 @@ def test_batchnorm_parameters(cls):
 
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(2, 4), momentum=st.floats(0.05, 0.9),
        affine=st.booleans(), biased=st.booleans())
+@example(seed=197, n=2, momentum=0.5, affine=False, biased=False)   # a channel mean of -4.7e-6
 def test_batchnorm2d_running_stats(seed, n, momentum, affine, biased):
     """Train mode: batch statistics normalise and blend into the buffers (unbiased variance as
     PyTorch unless biased_running_var); eval mode: buffers normalise and stay unchanged."""
@@ -323,8 +324,10 @@ def test_batchnorm2d_running_stats(seed, n, momentum, affine, biased):
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
     running_mean = momentum * mean
     running_var = (1 - momentum) + momentum * var * (1 if biased else m / (m - 1))
-    np.testing.assert_allclose(bn.running_mean.data, running_mean, rtol=1e-12)
-    np.testing.assert_allclose(bn.running_var.data, running_var, rtol=1e-12)
+    # atol: a channel mean near zero (e.g. -4.7e-6) differs in its last bits between summation
+    # orders, so a relative tolerance alone fails on it
+    np.testing.assert_allclose(bn.running_mean.data, running_mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(bn.running_var.data, running_var, rtol=1e-12, atol=1e-14)
     bn.eval()
     buffers = bn.running_mean.data.copy(), bn.running_var.data.copy()
     y = bn(x).data
