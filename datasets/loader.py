@@ -68,10 +68,12 @@ AUGMENTS = {"crop_flip": Augment(4, "zero", flip=True), "crop": Augment(4, "zero
 class Loader:
     """Iterates (xb, yb): xb float32 (b, c, h, w) = augment(x[idx]) / 255, yb int64 (b,) =
     y[idx], for consecutive blocks idx of the pass's order, on the requested backend ("gpu":
-    each array through gpu.asarray). `epoch` is the number of the next pass (see above)."""
+    each array through gpu.asarray); with indices=True (xb, yb, idx), idx the dataset indices
+    (b,) as a host int64 array (for per-sample state such as a perturbation memory). `epoch` is
+    the number of the next pass (see above)."""
 
     def __init__(self, x, y, batch_size, shuffle=False, augment=None, drop_last=False, seed=0,
-                 backend="numpy"):
+                 backend="numpy", indices=False):
         if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
             raise TypeError(f"x must be a uint8 numpy array (n, c, h, w), got "
                             f"{type(x).__name__} {getattr(x, 'dtype', '')} "
@@ -91,6 +93,7 @@ class Loader:
         self.drop_last = bool(drop_last)
         self.augment = _augment(augment)
         self.seed, self.backend, self.epoch = int(seed), backend, 0
+        self.indices = bool(indices)
         self.asarray = importlib.import_module("gpu").asarray if backend == "gpu" else np.asarray
 
     def __len__(self):
@@ -116,7 +119,8 @@ class Loader:
             if self.augment is not None:
                 xb = self.augment(xb, rng)                              # (b, c, h, w) uint8
             xb = np.divide(xb, np.float32(255), dtype=np.float32)       # (b, c, h, w)
-            yield self.asarray(xb), self.asarray(self.y[idx])
+            batch = self.asarray(xb), self.asarray(self.y[idx])
+            yield batch + (idx,) if self.indices else batch
 
 
 def _augment(augment):

@@ -31,8 +31,7 @@ import time
 
 import common
 
-from ref import checkpoint, prune, train
-from ref.nn import dense_form
+from ref import checkpoint, prune
 from ref.prune import hydra, magnitude
 
 PRESETS = {"quick": dict(dataset="digits", arch="small_cnn", width=16, epochs=10, batch_size=64,
@@ -117,28 +116,19 @@ def main(argv=None):
         rows.append(dict(network=f"HYDRA {phase}d", sparsity=prune.sparsity(model)["global"][
             "sparsity"], **common.measure(model, data, args)))
 
-    final = dense_form(copy.deepcopy(model))
-    checkpoint.save(out / "final.h5", final, metadata=vars(args))
-    sparsity = prune.sparsity(final)
-    evaluation = {}
-    for name, network in (("pretrained", dense), ("final", final)):
-        print(f"evaluating the {name} network")
-        evaluation[name] = train.evaluate(network, data["test"], eps=args.eps,
-                                          attacks=args.eval_attacks.split(","), seed=args.seed)
-    common.print_sparsity_table({"final.h5": sparsity})
+    final, sparsity = common.save_final(out, model, args)
+    evaluation = common.evaluate_networks({"pretrained": dense, "final": final}, data, args)
+    common.print_sparsity_table({"final.h5": sparsity["counts"]})
     common.print_table(
         f"HYDRA on {args.dataset}, {args.arch}, keep {args.keep}: test accuracy at eps "
         f"{args.eps:.4g}", rows,
         [("network", "network", ""), ("sparsity", "sparsity", ".4f"), ("clean", "clean", ".4f"),
          (args.table_attack, args.table_attack, ".4f")])
     report = dict(args=vars(args), table=rows, history=histories, evaluation=evaluation,
-                  sparsity={"global": sparsity["global"]["sparsity"],
-                            "layers": {k: v["sparsity"] for k, v in sparsity["layers"].items()},
-                            "counts": sparsity},
-                  time_s=time.perf_counter() - start)
+                  sparsity=sparsity, time_s=time.perf_counter() - start)
     paths = [common.save_report(out, report), common.plot_phases(out, histories),
-             common.plot_sparsity(out, {"final": sparsity})]
-    print(f"wrote {out / 'final.h5'} (sparsity {sparsity['global']['sparsity']:.4f}), "
+             common.plot_sparsity(out, {"final": sparsity["counts"]})]
+    print(f"wrote {out / 'final.h5'} (sparsity {sparsity['global']:.4f}), "
           + ", ".join(str(path) for path in paths))
     return report
 

@@ -2,6 +2,7 @@
 optimizer and schedule, the run directory, the JSON report and the PNG plots; for the pruning
 examples, resumable training phases, the summary table and the sparsity and weight plots."""
 import argparse
+import copy
 import json
 import os
 from pathlib import Path
@@ -14,8 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 
 import datasets  # noqa: E402
 import ref.models  # noqa: E402
-from ref import checkpoint, objectives, optim, train  # noqa: E402
+from ref import checkpoint, objectives, optim, prune, train  # noqa: E402
 from ref.evaluate import accuracy, parse_attack, run_attack  # noqa: E402
+from ref.nn import dense_form  # noqa: E402
 
 # the keyword argument that --width sets, for the architectures whose width can change
 WIDTH_ARGUMENT = {"small_cnn": "width", "resnet18": "width", "resnet34": "width",
@@ -83,18 +85,19 @@ def run_dir(args, name):
     return out
 
 
-def load_data(args):
+def load_data(args, indices=False):
     """dict(info, loader, val, test): a shuffled (augmented) training Loader over the first
     train_n images outside the held-out split, on --backend; the held-out (x, y) and the first
     eval_n test images, all uint8 on the host (evaluation moves each batch to the model's
-    backend)."""
+    backend). indices=True: the Loader yields the sample indices too and does not augment (for
+    an objective that augments itself, such as the fast trainer)."""
     x, y = datasets.load(args.dataset, "train", root=args.data_root)
     xt, yt = datasets.load(args.dataset, "test", root=args.data_root)
     (x, y), val = datasets.split_validation(x, y, _count(args.val_size), seed=args.seed)
     x, y = x[:args.train_n], y[:args.train_n]           # all of them when train_n is None
-    loader = datasets.Loader(x, y, args.batch_size, shuffle=True, seed=args.seed,
-                             augment=datasets.default_augment(args.dataset, "train"),
-                             backend=args.backend)
+    augment = None if indices else datasets.default_augment(args.dataset, "train")
+    loader = datasets.Loader(x, y, args.batch_size, shuffle=True, seed=args.seed, augment=augment,
+                             backend=args.backend, indices=indices)
     n = len(xt) if args.eval_n is None else args.eval_n
     return dict(info=datasets.info(args.dataset), loader=loader, val=val, test=(xt[:n], yt[:n]))
 
@@ -103,11 +106,12 @@ def _count(value):
     return int(value) if value >= 1 else float(value)
 
 
-def build_model(args, info):
-    """The --arch network in --dtype on --backend (create the optimizer after this move)."""
+def build_model(args, info, **options):
+    """The --arch network in --dtype on --backend (create the optimizer after this move);
+    options go to the model's builder (e.g. affine_bn, last_bn, classifier)."""
     width = {} if args.width is None else {WIDTH_ARGUMENT[args.arch]: args.width}
     model = ref.models.get(args.arch, num_classes=info["num_classes"],
-                           in_channels=info["shape"][0], rng=args.seed, **width)
+                           in_channels=info["shape"][0], rng=args.seed, **width, **options)
     return model.astype(np.dtype(args.dtype)).to(args.backend)
 
 
@@ -220,13 +224,15 @@ def check_resumable(path, args):
             differ.items()) + ". Use another --out, or run without --resume to start over.")
 
 
-def run_phase(args, out, name, model, objective, optimizer, data, epochs, lr):
+def run_phase(args, out, name, model, objective, optimizer, data, epochs, lr, schedule=None):
     """Train one phase in out/<name> with train.fit (--resume continues it, or skips it when it
     is complete) and load its best.h5 (by validation PGD accuracy; clean accuracy for natural
-    training) into the model. Returns the phase's history."""
+    training) into the model. schedule: the lr schedule (default: --schedule at lr over epochs).
+    Returns the phase's history."""
     directory = Path(out) / name
     check_resumable(directory / "last.h5", args)
-    schedule = make_schedule(argparse.Namespace(**{**vars(args), "lr": lr, "epochs": epochs}))
+    if schedule is None:
+        schedule = make_schedule(argparse.Namespace(**{**vars(args), "lr": lr, "epochs": epochs}))
     natural = getattr(objective, "name", None) == "natural"
     history = train.fit(model, objective, optimizer, schedule, data["loader"], epochs,
                         out_dir=directory, resume=args.resume or None, val_data=data["val"],
@@ -246,6 +252,29 @@ def measure(model, data, args):
 
     return {"clean": accuracy(model, data["test"], seed=args.seed),
             args.table_attack: accuracy(model, data["test"], attack, seed=args.seed)}
+
+
+def save_final(out, model, args):
+    """final.h5: the pruned model as a plain dense --arch (subnet layers turned back, W * M baked
+    in). Returns (that model, its report.json "sparsity": global and per-layer fractions of zero
+    weights and the counts of ref.prune.sparsity)."""
+    final = dense_form(copy.deepcopy(model))
+    checkpoint.save(Path(out) / "final.h5", final, metadata=vars(args))
+    counts = prune.sparsity(final)
+    return final, {"global": counts["global"]["sparsity"],
+                   "layers": {k: v["sparsity"] for k, v in counts["layers"].items()},
+                   "counts": counts}
+
+
+def evaluate_networks(networks, data, args):
+    """{name: ref.evaluate.evaluate result} of each network on the test images at --eps with
+    --eval-attacks (printed as it goes)."""
+    results = {}
+    for name, network in networks.items():
+        print(f"evaluating the {name} network")
+        results[name] = train.evaluate(network, data["test"], eps=args.eps,
+                                       attacks=args.eval_attacks.split(","), seed=args.seed)
+    return results
 
 
 def print_table(title, rows, columns):

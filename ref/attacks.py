@@ -12,7 +12,9 @@ PGD:   x_0 = P(x0 + delta),  x_{t+1} = P(x_t + alpha * sign(g_t)),  t = 0 .. ste
        (the step is the fused op pgd_step of the model's backend, ref/ops/update.py)
        delta: none 0 | uniform U(-eps, eps) | normal 0.001 N(0, 1); the start is projected too.
        select="last" returns x_steps; select="best" the iterate of highest loss among x_0..x_steps
-       (per sample, the earliest on ties). Restarts keep, per sample, the worse result: a
+       (per sample, the earliest on ties); select="best_evaluated" the highest-loss point among
+       x_0..x_{steps-1}, the points whose loss the gradient steps computed anyway (RBSN's PGD:
+       the final iterate is never evaluated). Restarts keep, per sample, the worse result: a
        misclassified point beats a correctly classified one, then the higher loss wins.
 FGSM:  P(x0 + eps * sign(g(x0))), i.e. PGD with one step of alpha = eps and no random start.
 APGD-CE (Croce & Hein 2020): step 2 eps, momentum 0.75, step halving with a restart from the
@@ -32,7 +34,7 @@ from ref.tensor import enable_grad, no_grad
 
 RANDOM_STARTS = ("none", "uniform", "normal")
 LOSSES = ("ce", "kl")
-SELECTS = ("last", "best")
+SELECTS = ("last", "best", "best_evaluated")
 MODEL_MODES = ("eval", "train")
 
 
@@ -197,16 +199,18 @@ def _keep_worse(xp, old, new):
 # ---- PGD -----------------------------------------------------------------------------------------
 def _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng, scored):
     """One PGD run. Returns (x, losses, fooled); losses and fooled are None unless `scored` or
-    select="best" (they then belong to the returned point)."""
+    select is "best" or "best_evaluated" (they then belong to the returned point)."""
     T, xp = backend_of(model)
     x = _start(xp, x0, eps, start, rng)                                            # (n, c, h, w)
     best = None
     for _ in range(steps):
         losses, fooled, g = _loss_grad(model, x, y, target, loss)
-        if select == "best":
+        if select != "last":
             point = (x, losses, fooled)
             best = point if best is None else _keep(xp, best, point, losses > best[1])
         x = T.ops.pgd_step(x, g, x0, alpha, eps)                                   # (n, c, h, w)
+    if select == "best_evaluated":
+        return best
     if select == "last" and not scored:
         return x, None, None
     last = (x, *_loss_only(model, x, y, target, loss))
@@ -230,7 +234,8 @@ def pgd(model, x, y, eps, alpha, steps, random_start="uniform", loss="ce", resta
 
     random_start: "none" | "uniform" | "normal" (True = "uniform", False = "none").
     loss: "ce" (against y) or "kl" (TRADES: KL(softmax f(x) || softmax f(x_adv)), f(x) fixed).
-    select: "last" iterate or per-sample "best" (highest-loss) iterate, start and end included.
+    select: "last" iterate, per-sample "best" (highest-loss) iterate, start and end included, or
+    "best_evaluated": the highest-loss point among x_0..x_{steps-1} (RBSN's PGD).
     restarts: independent random starts; per sample the worse result is kept (see module doc).
     model_mode: "eval" (running BN statistics) or "train" (batch statistics) during the attack.
     rng: numpy Generator for the random starts (a fresh unseeded one when None).

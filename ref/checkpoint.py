@@ -8,9 +8,10 @@ Layout of one file:
     /buffers        one dataset per buffer (BatchNorm statistics, masks, ...)
     /optimizer      arrays of optimizer.state_dict() as datasets, its other entries (lr, step,
                     ...) as JSON attributes
-    /extra          array extras as datasets, every other extra (dicts, lists, numbers, strings,
-                    a numpy Generator's bit_generator.state) as a JSON attribute; tuples
-                    come back as lists, nested numpy values as Python values
+    /extra          array extras as datasets, a dict holding arrays as a subgroup (recursively),
+                    every other extra (dicts, lists, numbers, strings, a numpy Generator's
+                    bit_generator.state) as a JSON attribute; tuples come back as lists,
+                    nested numpy values as Python values
 
 Arrays are written from the host (`ref.asarray`) with their dtype, so a round trip is bit-exact
 and a checkpoint written on one backend loads on the other. A save goes to a temporary file in
@@ -102,12 +103,16 @@ def read(path):
 
 
 def _write(group, entries):
-    """Arrays (numpy or cupy) as datasets, every other value as a JSON attribute."""
+    """Arrays (numpy or cupy) as datasets, a dict holding arrays as a subgroup (recursively),
+    every other value as a JSON attribute."""
     for key, value in entries.items():
         if not isinstance(key, str) or "/" in key or not key:
             raise ValueError(f"{group.name}: name {key!r} must be a non-empty string without '/'")
         if _is_array(value):
             group.create_dataset(key, data=ref.asarray(value))
+        elif isinstance(value, dict) and any(_is_array(v) or isinstance(v, dict)
+                                             for v in value.values()):
+            _write(group.create_group(key), value)
         else:
             try:
                 group.attrs[key] = json.dumps(value, default=_to_json)
@@ -117,7 +122,8 @@ def _write(group, entries):
 
 
 def _read(group):
-    entries = {key: np.asarray(dataset[()]) for key, dataset in group.items()}
+    entries = {key: _read(item) if isinstance(item, h5py.Group) else np.asarray(item[()])
+               for key, item in group.items()}
     entries.update((key, json.loads(value)) for key, value in group.attrs.items())
     return entries
 

@@ -34,7 +34,8 @@ DEFAULT_CURVE = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 # ---- data and accuracy ---------------------------------------------------------------------------
 def batches(data, batch_size, model):
     """(x, y) batches on the model's backend, x in the model's dtype: from a pair of arrays
-    (uint8 images become x / 255) or from an iterable of such pairs (e.g. a datasets.Loader)."""
+    (uint8 images become x / 255) or from an iterable of such pairs (e.g. a datasets.Loader);
+    anything a batch holds after (x, y), such as a Loader's sample indices, follows unchanged."""
     _, xp = backend_of(model)
     dtype = model.parameters()[0].dtype
     if isinstance(data, tuple):
@@ -42,10 +43,10 @@ def batches(data, batch_size, model):
         if len(x) != len(y):
             raise ValueError(f"data has {len(x)} images but {len(y)} labels")
         data = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
-    for xb, yb in data:
+    for xb, yb, *rest in data:
         xb = xp.asarray(xb)                                                        # (b, c, h, w)
         xb = xb.astype(dtype) / 255 if xb.dtype == np.uint8 else xb.astype(dtype, copy=False)
-        yield xb, xp.asarray(yb)
+        yield xb, xp.asarray(yb), *rest
 
 
 def logits(model, x):
@@ -64,7 +65,7 @@ def accuracy(model, data, attack=None, batch_size=256, seed=0):
     """Fraction of samples classified correctly clean and, if attack(model, x, y, rng) -> x_adv
     is given, also at x_adv; batch b uses rng = default_rng((seed, b))."""
     correct = total = 0
-    for b, (x, y) in enumerate(batches(data, batch_size, model)):
+    for b, (x, y, *_) in enumerate(batches(data, batch_size, model)):
         ok = predict(model, x) == y                                                # (n,)
         if attack is not None:
             ok &= predict(model, attack(model, x, y, np.random.default_rng((seed, b)))) == y
@@ -82,7 +83,7 @@ def clean_accuracy_and_loss(model, data, batch_size=256):
     T, _ = backend_of(model)
     correct = total = 0
     loss_sum = 0.0
-    for x, y in batches(data, batch_size, model):
+    for x, y, *_ in batches(data, batch_size, model):
         z = T(logits(model, x))                                                    # (n, k)
         with no_grad():
             loss_sum += float(z.ops.cross_entropy(z, y, reduction="sum").item())
@@ -138,7 +139,7 @@ def evaluate(model, data, eps=8 / 255, attacks=DEFAULT_ATTACKS, eps_curve=DEFAUL
     excess = dict.fromkeys(specs, 0.0)                  # worst violation of the ball or the box
     total = nan_grads = zero_grads = 0
     deterministic = True
-    for b, (x, y) in enumerate(batches(data, batch_size, model)):
+    for b, (x, y, *_) in enumerate(batches(data, batch_size, model)):
         z = logits(model, x)                                                       # (n, k)
         deterministic = deterministic and bool((z == logits(model, x)).all())
         clean = z.argmax(axis=1) == y                                              # (n,)

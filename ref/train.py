@@ -12,9 +12,10 @@ Checkpoints in out_dir (ref.checkpoint, atomic): last.h5 after every epoch, epoc
 `keep_every` epochs, best.h5 whenever the selection metric improves. Each holds the model, the
 optimizer, the number of finished epochs, the state of every numpy Generator in use (fit's own,
 which drives the attacks, and any a module holds, e.g. dropout), the metrics history, the best
-metric so far, the schedule's state_dict() if it has one and why training stopped early, if it
-did. The loader's batches depend only on (its seed, epoch) via set_epoch, so resuming
-from last.h5 after epoch k reproduces an uninterrupted run bit for bit.
+metric so far, the state_dict() of the schedule and of the objective when they have one (StopC;
+the fast trainer's perturbation memory) and why training stopped early, if it did. The loader's
+batches depend only on (its seed, epoch) via set_epoch, so resuming from last.h5 after epoch k
+reproduces an uninterrupted run bit for bit.
 """
 import math
 import os
@@ -35,14 +36,16 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
         progress=True, metadata=None):
     """Train for `epochs` epochs (counting those already in a resumed checkpoint).
 
-    objective: callable(model, x, y, rng) -> scalar loss Tensor, leaving `.logits` (ref.objectives).
+    objective: callable(model, x, y, rng) -> scalar loss Tensor, leaving `.logits` (ref.objectives);
+    a batch's further items (a Loader's sample indices) are passed after rng.
     schedule: callable(epoch as float) -> lr, or None to keep optimizer.lr. A schedule may also
     have the end-of-epoch hook end_epoch(record) -> bool (e.g. ref.optim.StopC): fit calls it once
     per epoch with the epoch's complete record, before the checkpoint; True means stop: fit
     writes the checkpoint, prints "stopping after epoch k: " + schedule.stop_reason (a str such a
     schedule has) and returns the history. A schedule with state_dict() / load_state_dict() has
     its state saved in every checkpoint (extra "schedule_state") and restored on resume (a
-    checkpoint without it is an error); resuming a stopped run trains no more epochs.
+    checkpoint without it is an error); resuming a stopped run trains no more epochs. The same
+    holds for an objective with state_dict() / load_state_dict() (extra "objective_state").
     train_data: iterable of (x, y) batches with len() (a datasets.Loader; set_epoch is used).
     out_dir: directory for the checkpoints (none written when None).
     resume: a checkpoint path, or True for out_dir/last.h5 (a fresh start if it does not exist).
@@ -66,7 +69,8 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
     generators = _generators(model, rng)
     state = dict(epoch=0, history=[], best=None, stopped=None)
     if resume:
-        state = _resume(resume, out_dir, model, optimizer, generators, schedule, state)
+        state = _resume(resume, out_dir, model, optimizer, generators,
+                        dict(schedule=schedule, objective=objective), state)
     if state["stopped"]:
         print(f"nothing to train: the run stopped {state['stopped']}", file=sys.stderr)
         return state["history"]
@@ -90,7 +94,8 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
         if hasattr(schedule, "end_epoch") and schedule.end_epoch(record):
             state["stopped"] = f"after epoch {epoch + 1}: {schedule.stop_reason}"
         if out_dir is not None:
-            _save(out_dir, model, optimizer, generators, schedule, state, metadata, epoch + 1,
+            _save(out_dir, model, optimizer, generators,
+                  dict(schedule=schedule, objective=objective), state, metadata, epoch + 1,
                   keep_every, improved)
         print(_summary(record, epochs), flush=True)
         if state["stopped"]:
@@ -119,7 +124,7 @@ def _generators(model, rng):
     return found
 
 
-def _resume(resume, out_dir, model, optimizer, generators, schedule, state):
+def _resume(resume, out_dir, model, optimizer, generators, stateful, state):
     path = os.path.join(out_dir, "last.h5") if resume is True else os.fspath(resume)
     if resume is True and not os.path.exists(path):
         print(f"no checkpoint at {path}: starting from epoch 1", file=sys.stderr)
@@ -128,10 +133,11 @@ def _resume(resume, out_dir, model, optimizer, generators, schedule, state):
     missing = sorted(set(generators) - set(extra["rng_states"]))
     if missing:
         raise ValueError(f"checkpoint {path!r} holds no state for the generators {missing}")
-    if hasattr(schedule, "load_state_dict"):
-        if "schedule_state" not in extra:
-            raise ValueError(f"checkpoint {path!r} holds no state for the schedule {schedule!r}")
-        schedule.load_state_dict(extra["schedule_state"])
+    for name, holder in stateful.items():
+        if hasattr(holder, "load_state_dict"):
+            if f"{name}_state" not in extra:
+                raise ValueError(f"checkpoint {path!r} holds no state for the {name} {holder!r}")
+            holder.load_state_dict(extra[f"{name}_state"])
     for name, g in generators.items():
         g.bit_generator.state = extra["rng_states"][name]
     print(f"resumed from {path} after epoch {extra['epoch']}", file=sys.stderr)
@@ -139,13 +145,13 @@ def _resume(resume, out_dir, model, optimizer, generators, schedule, state):
                 stopped=extra.get("stopped"))
 
 
-def _save(out_dir, model, optimizer, generators, schedule, state, metadata, epoch, keep_every,
+def _save(out_dir, model, optimizer, generators, stateful, state, metadata, epoch, keep_every,
           improved):
     extra = dict(epoch=epoch, history=state["history"], best=state["best"],
                  rng_states={name: g.bit_generator.state for name, g in generators.items()},
                  metadata=metadata or {}, stopped=state["stopped"])
-    if hasattr(schedule, "state_dict"):
-        extra["schedule_state"] = schedule.state_dict()
+    extra.update((f"{name}_state", holder.state_dict()) for name, holder in stateful.items()
+                 if hasattr(holder, "state_dict"))
     names = (["best.h5"] if improved else []) + (
         [f"epoch_{epoch:03d}.h5"] if keep_every and epoch % keep_every == 0 else []) + ["last.h5"]
     for name in names:
@@ -164,10 +170,10 @@ def _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epoch
     bar = _Progress(n, f"epoch {epoch + 1}/{epochs}", progress, log_every)
     loss_sum = correct = seen = 0
     start = time.perf_counter()
-    for i, (x, y) in enumerate(batches(train_data, None, model)):
+    for i, (x, y, *extra) in enumerate(batches(train_data, None, model)):
         if schedule is not None:
             optimizer.lr = schedule(epoch + i / n)
-        loss = objective(model, x, y, rng)
+        loss = objective(model, x, y, rng, *extra)
         value = float(loss.item())
         if not math.isfinite(value):
             kept = (f"the last good checkpoint {os.path.join(out_dir, 'last.h5')} (epoch "

@@ -298,6 +298,38 @@ def test_best_iterate_has_the_highest_loss_of_all_iterates(seed, steps, loss):
     np.testing.assert_allclose(best, np.max(path, axis=0), rtol=1e-12)
 
 
+@given(seed=st.integers(0, 2**31), steps=st.integers(1, 8))
+def test_best_evaluated_is_the_highest_loss_among_the_first_t_points(seed, steps):
+    """RBSN's PGD: the highest-loss point among x_0 .. x_{steps-1} (the points whose loss the
+    steps computed), never the final iterate; the earliest on ties."""
+    x, y = batch(seed, n=10)
+    model = mlp(18, 4, seed)
+
+    def run(t, select="last", alpha=0.15):
+        return attacks.pgd(model, x, y, 0.2, alpha, max(t, 1), select=select,
+                           rng=np.random.default_rng(seed))
+
+    points = [run(1, alpha=0.0)] + [run(t) for t in range(1, steps)]      # x_0 .. x_{steps-1}
+    losses = np.array([ce_per_sample(logits_of(model, p), y) for p in points])  # (steps, n)
+    chosen = run(steps, "best_evaluated")
+    for i, t in enumerate(losses.argmax(axis=0)):       # argmax: the earliest on ties
+        np.testing.assert_array_equal(chosen[i], points[t][i])
+
+
+def test_best_evaluated_never_returns_the_final_iterate():
+    """Hand-built: one pixel, f(x) = (4 x, 0), label 1, so every step raises the loss and the
+    final iterate x_3 is the worst point; "best" returns it, "best_evaluated" x_2, the worst of
+    the evaluated points x_0, x_1, x_2 (alpha 0.05 from x = 0.5, no random start)."""
+    model = Sequential(Flatten(), Linear(1, 2)).astype(np.float64)
+    model.get_submodule("1").weight.data[...] = [[4.0], [0.0]]
+    model.get_submodule("1").bias.data[...] = 0.0
+    x, y = np.full((1, 1, 1, 1), 0.5), np.array([1])
+    kw = dict(eps=0.3, alpha=0.05, steps=3, random_start="none")
+    assert attacks.pgd(model, x, y, select="last", **kw).item() == pytest.approx(0.65)
+    assert attacks.pgd(model, x, y, select="best", **kw).item() == pytest.approx(0.65)
+    assert attacks.pgd(model, x, y, select="best_evaluated", **kw).item() == pytest.approx(0.60)
+
+
 @given(seed=st.integers(0, 2**31), eps=st.floats(0.02, 0.3), steps=st.integers(1, 5))
 def test_restarts_never_raise_robust_accuracy(seed, eps, steps):
     x, y = batch(seed, n=24)
