@@ -34,9 +34,7 @@ def prunable_layers(model, first=True, last=True, kinds=("conv", "linear")):
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"kinds must be among {sorted(KINDS)}, got {sorted(unknown)}")
-    types = tuple(KINDS[k] for k in kinds)
-    layers = {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
-              if isinstance(m, types)}
+    layers = _layers_by_weight(model, tuple(KINDS[k] for k in kinds))
     names = list(layers)[int(not first):len(layers) - int(not last)]
     if not names:
         raise ValueError(f"{type(model).__name__} has no prunable {' or '.join(kinds)} layer "
@@ -57,9 +55,10 @@ def effective_weights(model, **selection):
                 for name, layer in prunable_layers(model, **selection).items()}
 
 
-def _layers_by_weight(model):
+def _layers_by_weight(model, types=tuple(KINDS.values())):
+    """{weight name: layer} of every layer of the given types, in module order."""
     return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
-            if isinstance(m, tuple(KINDS.values()))}
+            if isinstance(m, types)}
 
 
 def check_mask(name, M, W):
