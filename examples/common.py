@@ -116,7 +116,9 @@ def build_model(args, info, **options):
 
 
 def add_objective_options(p, default="at"):
-    p.add_argument("--objective", default=default, choices=["natural", "at", "trades", "mart"])
+    p.add_argument("--objective", default=default,
+                   choices=["natural", "at", "mat", "trades", "mart"],
+                   help="mat: mixed-batch AT (half the batch adversarial)")
     p.add_argument("--beta", type=float, default=None, help="TRADES / MART beta (default 6)")
 
 
@@ -254,11 +256,11 @@ def measure(model, data, args):
             args.table_attack: accuracy(model, data["test"], attack, seed=args.seed)}
 
 
-def save_final(out, model, args):
-    """final.h5: the pruned model as a plain dense --arch (subnet layers turned back, W * M baked
-    in). Returns (that model, its report.json "sparsity": global and per-layer fractions of zero
-    weights and the counts of ref.prune.sparsity)."""
-    final = dense_form(copy.deepcopy(model))
+def save_final(out, model, args, to_dense=dense_form):
+    """final.h5: the pruned model as a plain dense --arch (a copy turned back by to_dense: subnet
+    layers by default, W * M baked in). Returns (that model, its report.json "sparsity": global
+    and per-layer fractions of zero weights and the counts of ref.prune.sparsity)."""
+    final = to_dense(copy.deepcopy(model))
     checkpoint.save(Path(out) / "final.h5", final, metadata=vars(args))
     counts = prune.sparsity(final)
     return final, {"global": counts["global"]["sparsity"],

@@ -199,6 +199,15 @@ def sgdw_case(draw, rng):
             "params": {"momentum": momentum, "nesterov": draw(st.booleans())}, "grad": False}
 
 
+def sgdw_noise_case(draw, rng):
+    shape = draw(SHAPES)
+    momentum = draw(st.sampled_from([0.0, 0.9]))
+    v = normal(rng, shape) if momentum else None
+    theta = normal(rng, shape, zeros=0.3)                    # active (> 0), 0 and negative
+    return {"arrays": [theta, normal(rng, shape), v, rng.standard_normal(shape), 0.05, 5e-4,
+                       0.1], "params": {"momentum": momentum}, "grad": False}
+
+
 def pgd_step_case(draw, rng):
     shape = (draw(st.integers(1, 4)),) + draw(SHAPES)
     x0 = rng.random(shape)
@@ -219,7 +228,8 @@ CASES = {
     "matmul": matmul_case, "linear": linear_case,
     "log_softmax": softmax_case, "softmax": softmax_case, "cross_entropy": cross_entropy_case,
     "kl_div": kl_div_case, "dropout": dropout_case,
-    "sgd_update_": sgd_case, "sgdw_update_": sgdw_case, "pgd_step": pgd_step_case,
+    "sgd_update_": sgd_case, "sgdw_update_": sgdw_case,
+    "sgdw_noise_update_": sgdw_noise_case, "pgd_step": pgd_step_case,
 }
 MODULES = ("elementwise", "reduce", "shape", "matmul", "loss", "dropout", "update")
 
@@ -256,6 +266,9 @@ def test_errors_are_raised_on_both_backends(backend):
         backend.ops.sgd_update_(move(np.zeros(3)), move(np.zeros(3)), None, 0.1, momentum=0.9)
     with pytest.raises(ValueError, match="needs a buffer"):
         backend.ops.sgdw_update_(move(np.zeros(3)), move(np.zeros(3)), None, 0.1, 0.0, 0.9)
+    with pytest.raises(ValueError, match="sgdw_noise_update_: momentum=0.9 needs a buffer"):
+        backend.ops.sgdw_noise_update_(move(np.zeros(3)), move(np.zeros(3)), None,
+                                       move(np.zeros(3)), 0.1, 0.0, 0.1, 0.9)
 
 
 def test_pgd_step_on_gpu_takes_one_alpha_and_eps_per_sample_only():

@@ -146,6 +146,26 @@ def test_sgdw_update(size, momentum, nesterov, dtype, block, seed):
     np.testing.assert_allclose(dv.get(), want_v if momentum else v, **tolerances(dtype))
 
 
+@given(size=st.integers(1, 3000), momentum=st.sampled_from([0.0, 0.9]), dtype=DTYPES,
+       block=BLOCKS, seed=SEEDS)
+def test_sgdw_noise_update(size, momentum, dtype, block, seed):
+    """The SGDW step, then noise only where p was > 0 before it (p has zeros and negatives)."""
+    rng = np.random.default_rng(seed)
+    p, g, v, noise = (rng.standard_normal(size).astype(dtype) for _ in range(4))
+    p[rng.random(size) < 0.2] = 0                                        # 0 is dormant
+    dp, dg, dv, dnoise = device(p, g, v, noise)
+    T = np.dtype(dtype).type
+    lr, decay, noise_std, m = T(0.05), T(5e-4), T(0.3), T(momentum)
+    with checked():
+        launch("update.cu", "sgdw_noise_update", dtype, size,
+               (dp, dg, dv, dnoise, lr, decay, noise_std, m, np.int64(size)), block=block)
+    want_v = m * v - lr * g
+    step = want_v if momentum else -lr * g
+    want_p = p - decay * p + step + noise_std * noise * (p > 0)
+    np.testing.assert_allclose(dp.get(), want_p, **tolerances(dtype))
+    np.testing.assert_allclose(dv.get(), want_v if momentum else v, **tolerances(dtype))
+
+
 @given(n=st.integers(1, 12), per_sample=st.integers(1, 200), dtype=DTYPES, block=BLOCKS,
        seed=SEEDS)
 def test_pgd_step(n, per_sample, dtype, block, seed):

@@ -47,6 +47,31 @@ __global__ void sgdw_update(T* p, const T* g, T* v, const T lr, const T decay, c
     }
 }
 
+// BCS's update of the connection parameters theta (= p): the SGDW step above without nesterov,
+// then noise where p was > 0 before the step (the active connections), in place on p and v:
+//     a = [p > 0];  p = p - decay p;  v = momentum v - lr g;  p = p + v;  p = p + noise_std noise a
+//     momentum = 0:  p = p - decay p - lr g  (v not touched)
+template <typename T>
+__global__ void sgdw_noise_update(T* p, const T* g, T* v, const T* noise, const T lr,
+                                  const T decay, const T noise_std, const T momentum,
+                                  const long long total)
+{
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {
+        const T before = p[t];
+        T q = before - decay * before;
+        if (momentum == T(0)) {
+            q = q - lr * g[t];
+        } else {
+            const T u = v[t] * momentum - lr * g[t];
+            v[t] = u;
+            q = q + u;
+        }
+        if (before > T(0)) q = q + noise_std * noise[t];
+        p[t] = q;
+    }
+}
+
 // numpy.clip(value, lo, hi) for lo <= hi: NaN stays NaN.
 template <typename T>
 __device__ T clip(const T value, const T lo, const T hi)

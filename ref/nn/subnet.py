@@ -64,14 +64,14 @@ class SubnetLinear(SubnetLayer, Linear):
 SUBNET_OF = {Conv2d: SubnetConv2d, Linear: SubnetLinear}
 
 
-def _replace(model, path, make):
+def replace_layer(model, path, make):
     """Put make(old layer) in place of the layer at dotted `path` (its name and order kept)."""
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, name, make(getattr(parent, name)))
 
 
-def _rebuild(cls, layer, **kw):
+def rebuild_layer(cls, layer, **kw):
     """A new `cls` layer with `layer`'s hyper-parameters holding `layer`'s weight and bias
     Tensors (the same objects, so optimizers and references stay valid)."""
     if isinstance(layer, Conv2d):
@@ -97,10 +97,10 @@ def subnet_form(model, layer_paths, keep=1.0, rng=None):
                             f"have a subnet form")
     for path in layer_paths:
         def make(old, path=path):
-            new = _rebuild(SUBNET_OF[type(old)], old, keep=keeps[path])
+            new = rebuild_layer(SUBNET_OF[type(old)], old, keep=keeps[path])
             new._add_scores(keeps[path], rng)          # again, now on the weight's backend
             return new
-        _replace(model, path, make)
+        replace_layer(model, path, make)
     return model
 
 
@@ -112,8 +112,8 @@ def dense_form(model):
         def make(old):
             with no_grad():
                 W_eff = old.effective_weight().data                                # (W.shape)
-            dense = _rebuild(Conv2d if isinstance(old, Conv2d) else Linear, old)
+            dense = rebuild_layer(Conv2d if isinstance(old, Conv2d) else Linear, old)
             dense.weight = type(old.weight)(W_eff, requires_grad=old.weight.requires_grad)
             return dense
-        _replace(model, path, make)
+        replace_layer(model, path, make)
     return model

@@ -11,6 +11,9 @@ iterate, g = grad_x loss, x0 the clean images, alpha the step, eps the L-inf rad
     sgdw_update_  (tfa SGDW)         p <- p - decay p;  v <- m v - lr g;
                                      p <- p + (m v - lr g) (nesterov) | p + v
                                      (m = 0: no velocity, p <- p - lr g)
+    sgdw_noise_update_ (BCS)         a <- [p > 0] (before the step);  the sgdw_update_ step
+                                     (no nesterov);  p <- p + noise_std * noise * a
+                                     (noise: N(0, 1) draws of p's shape, made by the caller)
     pgd_step                         clip(x0 + clip(x + alpha sign(g) - x0, -eps, eps), 0, 1)
                                      (sign(0) = 0; alpha and eps numbers or per-sample arrays
                                      (n, 1, .., 1))
@@ -52,6 +55,16 @@ def sgdw_update_(p, g, v, lr, decay, momentum=0.0, nesterov=False):
     v *= momentum
     v -= lr * g
     p += (momentum * v - lr * g) if nesterov else v
+
+
+def sgdw_noise_update_(p, g, v, noise, lr, decay, noise_std, momentum=0.0):
+    """One SGDW step on p in place (sgdw_update_ without nesterov), then noise_std * noise added
+    where p was > 0 before the step: BCS's update of the connection parameters theta, whose
+    active connections (theta > 0) get the noise (ALGORITHMS.md 7.4.4)."""
+    _check_buffer("sgdw_noise_update_", momentum, v)
+    active = p > 0                                                    # (p.shape) bool
+    sgdw_update_(p, g, v, lr, decay, momentum)
+    p += noise_std * noise * active
 
 
 def pgd_step(x, g, x0, alpha, eps):

@@ -34,7 +34,7 @@ def prunable_layers(model, first=True, last=True, kinds=("conv", "linear")):
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"kinds must be among {sorted(KINDS)}, got {sorted(unknown)}")
-    layers = _layers_by_weight(model, tuple(KINDS[k] for k in kinds))
+    layers = layers_by_weight(model, tuple(KINDS[k] for k in kinds))
     names = list(layers)[int(not first):len(layers) - int(not last)]
     if not names:
         raise ValueError(f"{type(model).__name__} has no prunable {' or '.join(kinds)} layer "
@@ -55,7 +55,7 @@ def effective_weights(model, **selection):
                 for name, layer in prunable_layers(model, **selection).items()}
 
 
-def _layers_by_weight(model, types=tuple(KINDS.values())):
+def layers_by_weight(model, types=tuple(KINDS.values())):
     """{weight name: layer} of every layer of the given types, in module order."""
     return {f"{name}.weight" if name else "weight": m for name, m in model.named_modules()
             if isinstance(m, types)}
@@ -79,7 +79,7 @@ def apply_masks(model, masks):
     Every mask is checked (a known Conv2d / Linear weight, its shape, 0/1 values) before anything
     changes. A layer that already has a mask gets the new one. Masks are stored in the weight's
     dtype on its backend."""
-    layers = _layers_by_weight(model)
+    layers = layers_by_weight(model)
     unknown = sorted(set(masks) - set(layers))
     if unknown:
         raise KeyError(f"no prunable layer has the weight {unknown}; prunable weights: "
@@ -104,13 +104,13 @@ def set_mask(layer, mask):
 
 def get_masks(model):
     """{weight name: M} of every layer that holds a mask."""
-    return {name: layer.weight_mask.data for name, layer in _layers_by_weight(model).items()
+    return {name: layer.weight_mask.data for name, layer in layers_by_weight(model).items()
             if layer._buffers.get(MASK) is not None}
 
 
 def remove_masks(model):
     """Drop every mask, keeping W * M as the layer's dense weight (zeros where pruned)."""
-    for layer in _layers_by_weight(model).values():
+    for layer in layers_by_weight(model).values():
         mask = layer._buffers.get(MASK)
         if mask is not None:
             layer.weight.data *= mask.data
@@ -127,7 +127,7 @@ def masks_in_checkpoint(saved):
 def mask_optimizer(optimizer, model):
     """Tell the optimizer the masks of the parameters it updates (Optimizer.set_masks), so that
     after each step p *= M and its state *= M: pruned weights stay exactly zero."""
-    by_id = {id(layer.weight): layer.weight_mask for layer in _layers_by_weight(model).values()
+    by_id = {id(layer.weight): layer.weight_mask for layer in layers_by_weight(model).values()
              if layer._buffers.get(MASK) is not None}
     optimizer.set_masks([by_id.get(id(p)) for p in optimizer.params])
     return optimizer
