@@ -15,9 +15,11 @@ hydra       HYDRA: scores trained with the robust objective choose the kept weig
 subnet      robust subnetworks of never-trained networks (RBSN, edge-popup, RST)
 bcs         BCS: sparse robust training from scratch (signed magnitudes, rewiring to a global
             budget) and its fixed-connectivity baselines
+dnr         DNR: sparse robust training from scratch (magnitude pruning and momentum-guided
+            regrowth every epoch, irregular or whole channels)
 sensitivity layer sensitivity, compression, channels present, statistics of the kept weights
 """
-from ref.prune import (bcs, budgets, hydra, lottery, magnitude, masks, sensitivity,
+from ref.prune import (bcs, budgets, dnr, hydra, lottery, magnitude, masks, sensitivity,
                        structured, subnet)
 from ref.prune.budgets import (adaptive_keep_ratios, global_topk_masks, kept_count, layer_masks,
                                topk_mask, uniform_keep_ratios)
@@ -26,7 +28,7 @@ from ref.prune.masks import (apply_masks, effective_weights, expand_channel_mask
 from ref.prune.hydra import scaled_score_init
 from ref.prune.sensitivity import compression_ratio
 
-__all__ = ["adaptive_keep_ratios", "apply_masks", "bcs", "budgets", "compression_ratio",
+__all__ = ["adaptive_keep_ratios", "apply_masks", "bcs", "budgets", "compression_ratio", "dnr",
            "effective_weights", "expand_channel_mask", "get_masks", "global_topk_masks", "hydra",
            "kept_count", "layer_masks", "lottery", "magnitude", "mask_optimizer", "masks",
            "prunable_layers", "remove_masks", "scaled_score_init", "sensitivity", "sparsity",
