@@ -3,7 +3,6 @@ architecture with the budget's active count, the per-epoch connectivity in repor
 bit-exact resume from the middle of the BCS phase, refused bad input that leaves no run
 directory; slow: the quick preset's claims (BCS at connectivity 0.1 within 10 PGD-20 points of
 dense AT with the same epochs, at the budget, above the random-fixed baseline)."""
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 import ref.models
 from ref import checkpoint, prune
-from test_examples_prune import example
+from test_examples_prune import example, report_of, without_times
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCED = ["--preset", "quick", "--width", "8", "--epochs", "2", "--dense-epochs", "1",
@@ -23,15 +22,6 @@ REDUCED = ["--preset", "quick", "--width", "8", "--epochs", "2", "--dense-epochs
 
 def bcs(*args, cwd, check=True):
     return example("cifar_bcs.py", *args, cwd=cwd, check=check)
-
-
-def report_of(out):
-    return json.loads((out / "report.json").read_text())
-
-
-def without_times(history):
-    return [{k: v for k, v in h.items() if k not in ("time_s", "examples_per_s")}
-            for h in history]
 
 
 def test_reduced_run_exports_a_plain_model_at_the_budget_and_resumes_bit_for_bit(tmp_path):

@@ -5,7 +5,6 @@ only, no conv emptied), the emulated gpu backend reproducing the numpy run in fl
 options refused before anything is written; slow: the quick preset's claim (DNR at density 0.1
 within 10 PGD-20 points of the dense network trained the same way, the budget met exactly) and
 the channel variant's numbers."""
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import ref.models
 from ref import checkpoint, prune
 from ref.prune import dnr
-from test_examples_prune import example
+from test_examples_prune import example, report_of, without_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import cifar_dnr  # noqa: E402 (the examples folder is not a package)
@@ -27,15 +26,6 @@ REDUCED = ["--preset", "quick", "--epochs", "3", "--warmup", "0", "--steps", "2"
 
 def run(*args, cwd, check=True):
     return example("cifar_dnr.py", *args, cwd=cwd, check=check)
-
-
-def report_of(out):
-    return json.loads((out / "report.json").read_text())
-
-
-def without_times(history):
-    return [{k: v for k, v in h.items() if k not in ("time_s", "examples_per_s")}
-            for h in history]
 
 
 def budget_of(out, weights, variant="irregular"):

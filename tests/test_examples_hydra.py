@@ -3,7 +3,6 @@ plain architecture with the reported sparsity, bit-exact resume from the middle 
 phase, refused bad input that leaves the run directory untouched; slow: the quick preset's
 claims (robust after pruning, above LUP, 90% zeros), the hidden robust subnetwork of a naturally
 trained network, and the emulated gpu backend reproducing the numpy run in float64."""
-import json
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 import ref.models
 from ref import checkpoint, prune
-from test_examples_prune import example
+from test_examples_prune import example, report_of, without_times
 
 REDUCED = ["--preset", "quick", "--epochs", "2", "--prune-epochs", "2", "--finetune-epochs", "1",
            "--train-n", "320", "--val-size", "60", "--eval-n", "60",
@@ -20,15 +19,6 @@ REDUCED = ["--preset", "quick", "--epochs", "2", "--prune-epochs", "2", "--finet
 
 def hydra(*args, cwd, check=True):
     return example("cifar_hydra.py", *args, cwd=cwd, check=check)
-
-
-def report_of(out):
-    return json.loads((out / "report.json").read_text())
-
-
-def without_times(history):
-    return [{k: v for k, v in h.items() if k not in ("time_s", "examples_per_s")}
-            for h in history]
 
 
 def final_model(report, path):

@@ -25,7 +25,14 @@ def example(script, *args, cwd, check=True, timeout=900):
 
 
 def report_of(out):
+    """A run directory's report.json."""
     return json.loads((out / "report.json").read_text())
+
+
+def without_times(history):
+    """Training records without their timings (which differ between runs)."""
+    return [{k: v for k, v in h.items() if k not in ("time_s", "examples_per_s")}
+            for h in history]
 
 
 LOTTERY = ["--preset", "quick", "--epochs", "2", "--rounds", "2", "--iwi-epochs", "1",

@@ -2,7 +2,6 @@
 +-1 at exactly the allocated counts; the fast trainer resumes bit for bit (its memory is in the
 checkpoints); bad input is refused; slow: the quick preset's claims (robust above chance, LBN
 helps) and the emulated gpu backend reproducing numpy in float64."""
-import json
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import ref.models
 from ref import checkpoint, prune
 from ref.prune import subnet
-from test_examples_prune import example
+from test_examples_prune import example, report_of
 
 REDUCED = ["--preset", "quick", "--epochs", "2", "--train-n", "256", "--val-size", "60",
            "--eval-n", "60", "--eval-attacks", "fgsm,pgd10"]
@@ -19,10 +18,6 @@ REDUCED = ["--preset", "quick", "--epochs", "2", "--train-n", "256", "--val-size
 
 def rbsn(*args, cwd, check=True):
     return example("cifar_rbsn.py", *args, cwd=cwd, check=check)
-
-
-def report_of(out):
-    return json.loads((out / "report.json").read_text())
 
 
 def initial_model(args):

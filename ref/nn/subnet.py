@@ -104,10 +104,10 @@ def subnet_form(model, layer_paths, keep=1.0, rng=None):
     return model
 
 
-def dense_form(model):
-    """Turn every subnet layer back into a plain Conv2d / Linear in place, with W * M baked into
-    its weight (zeros where pruned) and no scores. Returns the model."""
-    paths = [path for path, m in model.named_modules() if isinstance(m, SubnetLayer)]
+def bake_effective_weights(model, paths):
+    """Replace the layers at `paths` (module paths) in place by plain Conv2d / Linear layers whose
+    weight is the old layer's effective_weight() (the bias and options kept, no scores, masks or
+    signs). Returns the model."""
     for path in paths:
         def make(old):
             with no_grad():
@@ -117,3 +117,10 @@ def dense_form(model):
             return dense
         replace_layer(model, path, make)
     return model
+
+
+def dense_form(model):
+    """Turn every subnet layer back into a plain Conv2d / Linear in place, with W * M baked into
+    its weight (zeros where pruned) and no scores. Returns the model."""
+    return bake_effective_weights(
+        model, [path for path, m in model.named_modules() if isinstance(m, SubnetLayer)])

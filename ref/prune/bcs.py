@@ -63,12 +63,11 @@ from ref.models.wrn import WideResNet
 from ref.nn.layers import Conv2d, Linear
 from ref.nn.module import array_module, to_backend_of
 from ref.nn.norm import BatchNorm1d, BatchNorm2d
-from ref.nn.subnet import rebuild_layer, replace_layer
+from ref.nn.subnet import bake_effective_weights, rebuild_layer, replace_layer
 from ref.ops.mask import check_keep
 from ref.optim.optimizers import SGDW
 from ref.prune.budgets import keep_largest
 from ref.prune.masks import layers_by_weight, apply_masks, prunable_layers
-from ref.tensor import no_grad
 
 REACTIVATED = 1e-12          # theta of a reactivated connection
 HE_TRUNCATION = 2.0          # he_normal's truncation, in standard deviations
@@ -219,15 +218,8 @@ def to_rewiring(model, initial):
 def dense_form(model):
     """Turn every rewiring layer back into a plain Conv2d / Linear in place, holding
     W = s * max(theta, 0) (zeros at the dormant connections) and no signs. Returns the model."""
-    for name in rewiring_layers(model):
-        def make(old):
-            with no_grad():
-                W = old.effective_weight().data                                    # (W.shape)
-            dense = rebuild_layer(Conv2d if isinstance(old, Conv2d) else Linear, old)
-            dense.weight = type(old.weight)(W, requires_grad=old.weight.requires_grad)
-            return dense
-        replace_layer(model, name[:-len(".weight")], make)
-    return model
+    return bake_effective_weights(
+        model, [name[:-len(".weight")] for name in rewiring_layers(model)])
 
 
 def reference_batch_norm(model):
