@@ -18,14 +18,22 @@ torch.cuda.synchronize()), so queued kernels are counted. TF32 is switched off i
 cuBLAS does not use it either), cudnn.benchmark is on. The tables give median ms and
 ours / torch. Without torch, or torch without CUDA, only ours is timed.
 
-    python bench/gpu_bench.py [--batch 128] [--repeat 20] [--skip-ops] [--skip-steps]
+3. Counts per whole step (gpu/tools/counter.py, on the CPU emulator in a subprocess, batch 2:
+   the counts do not depend on the batch): kernel launches (own kernels and cupy calls), host
+   synchronisations, uploads, printed after the timings; --count-only prints each step's table
+   per op instead, without timing anything (this works without a GPU).
 
-Refuses to run (exit status 2) under GPU_EMULATOR=1, where the gpu backend runs on the CPU
+    python bench/gpu_bench.py [--batch 128] [--repeat 20] [--skip-ops] [--skip-steps]
+                              [--skip-counts | --count-only]
+
+Refuses to time (exit status 2) under GPU_EMULATOR=1, where the gpu backend runs on the CPU
 emulator and times mean nothing, and when CuPy finds no CUDA device.
 """
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -213,22 +221,6 @@ def resnet18_pair(backends):
     return model.to("gpu"), net
 
 
-def ours_step(model, objective, x, y):
-    """One training step of `model` on (x, y) under `objective`; returns the loss Tensor."""
-    from ref import optim
-
-    sgd = optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=5e-4)
-    rng = np.random.default_rng(0)
-
-    def step():
-        loss = objective(model, x, y, rng)
-        sgd.zero_grad()
-        loss.backward()
-        sgd.step()
-        return loss
-    return step
-
-
 def torch_pgd(torch, net, x, y):
     """PGD-10 as ref.attacks.pgd: uniform start, eval mode, only the input gradient."""
     F = torch.nn.functional
@@ -257,6 +249,7 @@ def torch_step(torch, net, x, y, adversarial):
 
 
 def step_rows(backends, batch, rng):
+    from gpu.tools.counter import sgd_step
     from ref import objectives
 
     x = rng.random((batch, 3, 32, 32), dtype=np.float32)                         # (n, 3, 32, 32)
@@ -266,7 +259,7 @@ def step_rows(backends, batch, rng):
                             (f"Madry AT, PGD-{PGD_STEPS}", objectives.get(
                                 "madry", eps=EPS, alpha=ALPHA, steps=PGD_STEPS))):
         model, net = resnet18_pair(backends)
-        ours = ours_step(model, objective, backends.ours(x), backends.ours(y))
+        ours = sgd_step(model, objective, backends.ours(x), backends.ours(y))
         theirs = None if net is None else torch_step(backends.torch, net, backends.theirs(x),
                                                      backends.theirs(y), name != "natural")
         if name == "natural":
@@ -275,6 +268,29 @@ def step_rows(backends, batch, rng):
                   + ", ".join(f"{side} {loss:.6f}" for side, loss in zip(("ours", "torch"), first)))
         rows.append((f"ResNet-18 step, batch {batch}: {name}", ours, theirs))
     return rows
+
+
+# ---- counts --------------------------------------------------------------------------------------
+COUNTED_STEPS = ("natural", "madry")
+
+
+def counter_output(objective, *options):
+    """stdout of `python -m gpu.tools.counter` for one ResNet-18 step under `objective`, run on
+    the emulator (GPU_EMULATOR=1) in a subprocess, so it also works beside a real GPU."""
+    command = [sys.executable, "-m", "gpu.tools.counter", "--model", "resnet18", "--objective",
+               objective, "--batch", "2", "--steps", str(PGD_STEPS), *options]
+    return subprocess.run(command, cwd=ROOT, env={**os.environ, "GPU_EMULATOR": "1"},
+                          check=True, capture_output=True, text=True).stdout
+
+
+def print_counts():
+    """The counts of each whole ResNet-18 step, one line per step."""
+    print("\nper whole ResNet-18 step, counted on the emulator (independent of the batch)\n")
+    print("| step | launches | own kernels | cupy | syncs | uploads |\n|---|---|---|---|---|---|")
+    for objective in COUNTED_STEPS:
+        c = json.loads(counter_output(objective, "--json"))
+        print(f"| {objective} | {c['launches']} | {c['kernel']} | {c['cupy']} | {c['sync']} | "
+              f"{c['upload']} |", flush=True)
 
 
 def cuda_torch():
@@ -299,7 +315,14 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--skip-ops", action="store_true", help="time the whole steps only")
     p.add_argument("--skip-steps", action="store_true", help="time the ops only")
+    p.add_argument("--skip-counts", action="store_true", help="do not count launches and syncs")
+    p.add_argument("--count-only", action="store_true",
+                   help="only count launches and syncs per step (on the emulator; no GPU needed)")
     args = p.parse_args(argv)
+    if args.count_only:   # each step's table per op, its totals in the last line
+        for objective in COUNTED_STEPS:
+            print(counter_output(objective), flush=True)
+        return 0
     reason = refusal()
     if reason is not None:
         print(f"gpu_bench: {reason}", file=sys.stderr)
@@ -318,6 +341,8 @@ def main(argv=None):
                     list(op_rows(backends, args.batch, rng)), timer)
     if not args.skip_steps:
         print_table("whole training steps, float32", step_rows(backends, args.batch, rng), timer)
+    if not args.skip_counts:
+        print_counts()
     return 0
 
 

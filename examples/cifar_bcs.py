@@ -238,4 +238,4 @@ def summarise(args, out, data, networks, histories, initial, budget, start):
 
 
 if __name__ == "__main__":
-    main()
+    common.cli(main)

@@ -1,10 +1,12 @@
 """Command-line pieces shared by the example scripts: options and presets, data, model,
 optimizer and schedule, the run directory, the JSON report and the PNG plots; for the pruning
-examples, resumable training phases, the summary table and the sparsity and weight plots."""
+examples, resumable training phases, the summary table and the sparsity and weight plots; `cli`,
+which runs a script's main with one-line messages for the known errors."""
 import argparse
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -16,12 +18,38 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import datasets  # noqa: E402
 import ref.models  # noqa: E402
 from ref import checkpoint, objectives, optim, prune, train  # noqa: E402
-from ref.evaluate import accuracy, parse_attack, run_attack  # noqa: E402
+from datasets.errors import MissingDataError, SourceError  # noqa: E402
+from ref.evaluate import accuracy, parse_attack, run_attack, verified_accuracy  # noqa: E402
 from ref.nn import dense_form  # noqa: E402
 
 # the keyword argument that --width sets, for the architectures whose width can change
 WIDTH_ARGUMENT = {"small_cnn": "width", "resnet18": "width", "resnet34": "width",
-                  "resnet50": "width", "preact_resnet18": "width", "wide_resnet": "widen"}
+                  "resnet50": "width", "preact_resnet18": "width", "wide_resnet": "widen",
+                  "certified_cnn": "width"}
+# the architectures whose linear layers are sized for the input: built for the dataset's size
+SIZED_FOR_INPUT = ("certified_cnn", "cifar_model", "cifar_model_large")
+
+
+class CommandLineError(Exception):
+    """A known error of a command (a bad checkpoint, a bad option value): `cli` prints it."""
+
+
+# errors that `cli` reports as one message: missing or corrupt dataset files say where to put them
+KNOWN_ERRORS = (CommandLineError, MissingDataError, SourceError)
+
+
+def cli(main):
+    """Run main() as a command: a known error (KNOWN_ERRORS, or SystemExit with a message)
+    prints "<script>: error: <message>" on one line of stderr and exits with status 2, without a
+    traceback; any other error keeps its traceback. Returns main's result."""
+    try:
+        return main()
+    except (*KNOWN_ERRORS, SystemExit) as error:
+        message = error.code if isinstance(error, SystemExit) else str(error)
+        if not isinstance(message, str):             # sys.exit(0), argparse's exit(2), ...
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def parser(description, presets):
@@ -76,7 +104,24 @@ def parse(p, presets, argv=None):
             p.error(f"--width: {args.arch} has a fixed width; --width applies to "
                     f"{', '.join(sorted(WIDTH_ARGUMENT))}")
         args.width = None
+    _check_values(p, args)
     return args
+
+
+def _check_values(p, args):
+    """p.error (exit status 2) for option values that no run can use."""
+    for name in ("eps", "alpha"):
+        if not getattr(args, name) >= 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("batch_size", "steps", "train_n", "eval_n"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in args.eval_attacks.split(","):
+        try:
+            parse_attack(name)
+        except ValueError as error:
+            p.error(f"--eval-attacks: {error}")
 
 
 def run_dir(args, name):
@@ -110,31 +155,74 @@ def build_model(args, info, **options):
     """The --arch network in --dtype on --backend (create the optimizer after this move);
     options go to the model's builder (e.g. affine_bn, last_bn, classifier)."""
     width = {} if args.width is None else {WIDTH_ARGUMENT[args.arch]: args.width}
+    if args.arch in SIZED_FOR_INPUT:
+        options = dict(input_size=info["shape"][-1], **options)
     model = ref.models.get(args.arch, num_classes=info["num_classes"],
                            in_channels=info["shape"][0], rng=args.seed, **width, **options)
     return model.astype(np.dtype(args.dtype)).to(args.backend)
 
 
-def add_objective_options(p, default="at"):
+# objective names: add_objective_options' choices; CERTIFIED with certified=True, BOUNDED among
+# them train through ref.certify's bounds (IBP, CROWN-IBP), which need a BN-free network
+OBJECTIVES = ("natural", "at", "mat", "trades", "mart")
+CERTIFIED = ("crown_ibp", "ibp", "smooth")
+BOUNDED = ("crown_ibp", "ibp")
+
+
+def add_objective_options(p, default="at", certified=False):
+    """--objective and its settings; certified=True adds the objectives of ref.certify
+    (CERTIFIED) and their settings."""
     p.add_argument("--objective", default=default,
-                   choices=["natural", "at", "mat", "trades", "mart"],
-                   help="mat: mixed-batch AT (half the batch adversarial)")
-    p.add_argument("--beta", type=float, default=None, help="TRADES / MART beta (default 6)")
+                   choices=OBJECTIVES + (CERTIFIED if certified else ()),
+                   help="mat: mixed-batch AT (half the batch adversarial)" + (
+                       "; crown_ibp, ibp: certified training through CROWN-IBP / IBP bounds at "
+                       "--eps (BN-free --arch); smooth: stability training for randomized "
+                       "smoothing" if certified else ""))
+    p.add_argument("--beta", type=float, default=None,
+                   help="TRADES / MART beta" + (", smooth's KL weight" if certified else "")
+                   + " (default 6)")
+    if certified:
+        p.add_argument("--kappa", type=float, default=0.0,
+                       help="crown_ibp, ibp: the clean CE's weight in (1 - kappa) CE(-lb, y) + "
+                            "kappa CE(f(x), y)")
+        p.add_argument("--eps-ramp-epochs", type=int, default=60,
+                       help="crown_ibp, ibp: eps grows linearly, step by step, from 0 to --eps "
+                            "over this many epochs (of the first training phase)")
+        p.add_argument("--sigma", type=float, default=0.25,
+                       help="smooth: the std of the Gaussian noise (training and certification)")
 
 
-def make_objective(args, name=None):
-    """The objective --objective (or `name`) with the attack --eps, --alpha, --steps."""
+def make_objective(args, name=None, steps_per_epoch=1, ramp_epochs=None):
+    """The objective --objective (or `name`) with the attack --eps, --alpha, --steps; a bounded
+    one at --eps with --kappa, its eps ramped over ramp_epochs (default --eps-ramp-epochs) of
+    steps_per_epoch steps; smooth with --sigma. ValueError for settings it cannot use."""
     name = name or args.objective
     if name == "natural":
         return objectives.get("natural")
     beta = {} if args.beta is None else dict(beta=args.beta)
+    if name in BOUNDED:
+        return objectives.get(name, eps=args.eps, kappa=args.kappa,
+                              ramp_epochs=ramp_epochs or args.eps_ramp_epochs,
+                              steps_per_epoch=steps_per_epoch)
+    if name == "smooth":
+        return objectives.get(name, sigma=args.sigma, **beta)
     return objectives.get(name, eps=args.eps, alpha=args.alpha, steps=args.steps, **beta)
 
 
+def add_optimizer_option(p):
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="sgd with --momentum, or adam (betas 0.9, 0.999); both with "
+                        "--weight-decay")
+
+
 def make_optimizer(args, model, lr=None):
-    """SGD with --momentum and --weight-decay at --lr (or `lr`)."""
-    return optim.SGD(model.parameters(), lr=args.lr if lr is None else lr,
-                     momentum=args.momentum, weight_decay=args.weight_decay)
+    """SGD with --momentum and --weight-decay at --lr (or `lr`); Adam instead where the script
+    has add_optimizer_option and --optimizer adam is chosen."""
+    lr = args.lr if lr is None else lr
+    if getattr(args, "optimizer", "sgd") == "adam":
+        return optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    return optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
+                     weight_decay=args.weight_decay)
 
 
 def make_schedule(args):
@@ -145,8 +233,9 @@ def make_schedule(args):
     return optim.MultiStep(args.lr, [args.epochs // 2, (3 * args.epochs) // 4])
 
 
-def save_report(out, report):
-    path = Path(out) / "report.json"
+def save_report(out, report, filename="report.json"):
+    """out/filename: the report as JSON (numpy scalars as numbers); returns the path."""
+    path = Path(out) / filename
     path.write_text(json.dumps(report, indent=2, default=_plain))
     return path
 
@@ -229,31 +318,39 @@ def check_resumable(path, args):
 def run_phase(args, out, name, model, objective, optimizer, data, epochs, lr, schedule=None):
     """Train one phase in out/<name> with train.fit (--resume continues it, or skips it when it
     is complete) and load its best.h5 (by validation PGD accuracy; clean accuracy for natural
-    training) into the model. schedule: the lr schedule (default: --schedule at lr over epochs).
-    Returns the phase's history."""
+    and smooth training, IBP-verified accuracy at --eps for the BOUNDED objectives, as the
+    reference selects) into the model. schedule: the lr schedule (default: --schedule at lr over
+    epochs). Returns the phase's history."""
     directory = Path(out) / name
     check_resumable(directory / "last.h5", args)
     if schedule is None:
         schedule = make_schedule(argparse.Namespace(**{**vars(args), "lr": lr, "epochs": epochs}))
-    natural = getattr(objective, "name", None) == "natural"
+    kind = getattr(objective, "name", None)
+    bounded = kind in BOUNDED
     history = train.fit(model, objective, optimizer, schedule, data["loader"], epochs,
                         out_dir=directory, resume=args.resume or None, val_data=data["val"],
                         val_attack=dict(eps=args.eps, alpha=args.alpha, steps=args.steps),
-                        select="val_clean_acc" if natural else "val_robust_acc",
+                        val_verify=dict(eps=args.eps, method="ibp") if bounded else None,
+                        select="val_verified_acc" if bounded else "val_clean_acc" if kind in (
+                            "natural", "smooth") else "val_robust_acc",
                         seed=args.seed, metadata=vars(args))
     checkpoint.load(directory / "best.h5", model)
     return history
 
 
-def measure(model, data, args):
-    """{"clean", <table attack>}: test accuracies, the attack at --eps (ref.evaluate's step)."""
+def measure(model, data, args, verify=()):
+    """{"clean", <table attack>, *verify}: test accuracies, the attack at --eps (ref.evaluate's
+    step), and the accuracy verified at --eps by each bound method of `verify` ("ibp",
+    "crown-ibp")."""
     spec = parse_attack(args.table_attack)
 
     def attack(m, x, y, rng):
         return run_attack(spec, m, x, y, args.eps, rng)
 
     return {"clean": accuracy(model, data["test"], seed=args.seed),
-            args.table_attack: accuracy(model, data["test"], attack, seed=args.seed)}
+            args.table_attack: accuracy(model, data["test"], attack, seed=args.seed),
+            **{method: verified_accuracy(model, data["test"], args.eps, method)
+               for method in verify}}
 
 
 def save_final(out, model, args, to_dense=dense_form):
@@ -268,14 +365,15 @@ def save_final(out, model, args, to_dense=dense_form):
                    "counts": counts}
 
 
-def evaluate_networks(networks, data, args):
+def evaluate_networks(networks, data, args, verify=()):
     """{name: ref.evaluate.evaluate result} of each network on the test images at --eps with
-    --eval-attacks (printed as it goes)."""
+    --eval-attacks and the bound methods of `verify` (printed as it goes)."""
     results = {}
     for name, network in networks.items():
         print(f"evaluating the {name} network")
         results[name] = train.evaluate(network, data["test"], eps=args.eps,
-                                       attacks=args.eval_attacks.split(","), seed=args.seed)
+                                       attacks=args.eval_attacks.split(","), seed=args.seed,
+                                       verify=verify)
     return results
 
 
@@ -332,6 +430,16 @@ def plot_sparsity(out, reports, filename="sparsity.png"):
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=60, ha="right",
                   fontsize="small")
     ax.set(ylabel="kept fraction", ylim=(0, 1.05), title="kept weights per layer")
+    ax.legend(fontsize="small")
+    return _save(fig, Path(out) / filename)
+
+
+def plot_curves(out, curves, xlabel, ylabel, filename):
+    """out/filename: accuracy curves {label: (x values, accuracies)}, one line each."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, accuracies) in curves.items():
+        ax.plot(xs, accuracies, marker="o", label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(0, 1))
     ax.legend(fontsize="small")
     return _save(fig, Path(out) / filename)
 

@@ -21,8 +21,9 @@ def asarray(a, dtype=None):
 
 
 # the subpackages, reachable as attributes after `import ref` (as torch.nn after `import torch`)
-from ref import (attacks, checkpoint, evaluate, models, nn, objectives, optim,  # noqa: E402
-                 prune, train)
+from ref import (attacks, certify, checkpoint, evaluate, interop, models, nn,  # noqa: E402
+                 objectives, optim, prune, train)
 
-__all__ = ["Op", "Tensor", "asarray", "attacks", "checkpoint", "evaluate", "is_grad_enabled",
-           "models", "nn", "no_grad", "objectives", "ops", "optim", "prune", "train"]
+__all__ = ["Op", "Tensor", "asarray", "attacks", "certify", "checkpoint", "evaluate", "interop",
+           "is_grad_enabled", "models", "nn", "no_grad", "objectives", "ops", "optim", "prune",
+           "train"]

@@ -24,6 +24,8 @@ APGD-CE (Croce & Hein 2020): step 2 eps, momentum 0.75, step halving with a rest
 Arrays in, arrays out (numpy or cupy, the backend of the model's first parameter); random starts
 are drawn on the host from a numpy Generator and moved with xp.asarray, so both backends start
 from identical points for the same seed. The model's modes and requires_grad flags are restored.
+Each call reads from the device once (check_batch: the bounds of x and y together); the PGD and
+APGD loops never synchronise with the host (check_labels compares the largest label on the host).
 """
 import contextlib
 import math
@@ -75,7 +77,9 @@ def check_choice(name, value, choices):
 
 
 def check_batch(model, x, y):
-    """Raise a clear error unless x is a floating batch in [0, 1] and y integer labels (n,)."""
+    """Raise a clear error unless x is a floating batch in [0, 1] and y integer labels (n,)
+    >= 0; returns the largest label, for check_labels. The bounds of x and y come back from
+    the device in one read: one host synchronisation per attack, none inside its loop."""
     _, xp = backend_of(model)
     if not isinstance(x, xp.ndarray) or not isinstance(y, xp.ndarray):
         raise TypeError(f"x and y must be {xp.__name__} arrays (the model's backend), got "
@@ -85,21 +89,24 @@ def check_batch(model, x, y):
     if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
         raise ValueError(f"y must be integer labels of shape ({x.shape[0]},) to match x, got "
                          f"{y.dtype} {y.shape}")
-    lo, hi = float(x.min()), float(x.max())
+    bounds = [v.astype(np.float64) for v in (x.min(), x.max(), y.min(), y.max())]
+    lo, hi, y_lo, y_hi = xp.stack(bounds).tolist()
     if not 0 <= lo <= hi <= 1:
         raise ValueError(f"x must lie in [0, 1], got values in [{lo}, {hi}]")
-    if int(y.min()) < 0:
-        raise ValueError(f"labels must be >= 0, got {int(y.min())}")
+    if y_lo < 0:
+        raise ValueError(f"labels must be >= 0, got {int(y_lo)}")
+    return int(y_hi)
 
 
-def check_labels(logits, y):
-    """Raise unless every label indexes a column of the logits (n, k)."""
-    if int(y.max()) >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got {int(y.max())}")
+def check_labels(logits, top):
+    """Raise unless the largest label `top` (check_batch) indexes a column of the logits (n, k)."""
+    if top >= logits.shape[1]:
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got {top}")
 
 
 def _check_attack(model, x, y, eps, steps=1, alpha=0.0, restarts=1, eps_name="eps"):
-    check_batch(model, x, y)
+    """Check the arguments; returns the largest label (check_batch)."""
+    top = check_batch(model, x, y)
     if not eps >= 0:
         raise ValueError(f"{eps_name} must be >= 0, got {eps}")
     if not alpha >= 0:
@@ -108,6 +115,7 @@ def _check_attack(model, x, y, eps, steps=1, alpha=0.0, restarts=1, eps_name="ep
         raise ValueError(f"steps must be an integer >= 1, got {steps}")
     if int(restarts) != restarts or restarts < 1:
         raise ValueError(f"restarts must be an integer >= 1, got {restarts}")
+    return top
 
 
 def _start_kind(random_start):
@@ -119,43 +127,44 @@ def _start_kind(random_start):
 
 
 # ---- losses, gradients, projection ---------------------------------------------------------------
-def _losses(logits, y, target, loss):
-    """Per-sample loss Tensor (n,): CE against y, or KL(target || softmax(logits))."""
+def _losses(logits, y, top, target, loss):
+    """Per-sample loss Tensor (n,): CE against y, or KL(target || softmax(logits)). top: the
+    largest label, checked against the logits on the host (the labels stay on the device)."""
     ops = logits.ops
+    check_labels(logits, top)
     if loss == "ce":
-        return ops.cross_entropy(logits, y, reduction="none")                     # (n,)
+        return ops.cross_entropy(logits, y, reduction="none", check=False)        # (n,)
     log_q = ops.log_softmax(logits, axis=1)                                        # (n, k)
     return ops.kl_div(log_q, target, reduction="none").sum(axis=1)                 # (n,)
 
 
-def _loss_grad(model, x, y, target, loss):
+def _loss_grad(model, x, y, top, target, loss):
     """Per-sample losses (n,), misclassified flags (n,) and g = d sum(losses) / dx at x."""
     T, xp = backend_of(model)
     xt = T(x, requires_grad=True)
     logits = model(xt)                                                             # (n, k)
-    losses = _losses(logits, y, target, loss)                                      # (n,)
+    losses = _losses(logits, y, top, target, loss)                                 # (n,)
     losses.sum().backward()
     g = xt.grad if xt.grad is not None else xp.zeros_like(x)                       # (n, c, h, w)
     return losses.data, logits.data.argmax(axis=1) != y, g
 
 
-def _loss_only(model, x, y, target, loss):
+def _loss_only(model, x, y, top, target, loss):
     """Per-sample losses (n,) and misclassified flags (n,) at x, without a graph."""
     T, _ = backend_of(model)
     with no_grad():
         logits = model(T(x))                                                       # (n, k)
-        losses = _losses(logits, y, target, loss)                                  # (n,)
+        losses = _losses(logits, y, top, target, loss)                             # (n,)
     return losses.data, logits.data.argmax(axis=1) != y
 
 
-def _target(model, x0, y, loss):
+def _target(model, x0, loss):
     """What the loss compares with: nothing extra for CE, clean probabilities p for KL."""
     if loss == "ce":
         return None
     T, _ = backend_of(model)
     with no_grad():
         logits = model(T(x0))                                                      # (n, k)
-    check_labels(logits.data, y)
     return logits.ops.softmax(logits, axis=1).data                                 # (n, k)
 
 
@@ -197,14 +206,14 @@ def _keep_worse(xp, old, new):
 
 
 # ---- PGD -----------------------------------------------------------------------------------------
-def _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng, scored):
+def _pgd_run(model, x0, y, top, target, eps, alpha, steps, start, loss, select, rng, scored):
     """One PGD run. Returns (x, losses, fooled); losses and fooled are None unless `scored` or
     select is "best" or "best_evaluated" (they then belong to the returned point)."""
     T, xp = backend_of(model)
     x = _start(xp, x0, eps, start, rng)                                            # (n, c, h, w)
     best = None
     for _ in range(steps):
-        losses, fooled, g = _loss_grad(model, x, y, target, loss)
+        losses, fooled, g = _loss_grad(model, x, y, top, target, loss)
         if select != "last":
             point = (x, losses, fooled)
             best = point if best is None else _keep(xp, best, point, losses > best[1])
@@ -213,16 +222,16 @@ def _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng, 
         return best
     if select == "last" and not scored:
         return x, None, None
-    last = (x, *_loss_only(model, x, y, target, loss))
+    last = (x, *_loss_only(model, x, y, top, target, loss))
     return last if best is None else _keep(xp, best, last, last[1] > best[1])
 
 
-def _pgd(model, x0, y, eps, alpha, steps, start, loss, restarts, select, rng):
+def _pgd(model, x0, y, top, eps, alpha, steps, start, loss, restarts, select, rng):
     _, xp = backend_of(model)
-    target = _target(model, x0, y, loss)
+    target = _target(model, x0, loss)
     worst = None
     for _ in range(restarts):
-        run = _pgd_run(model, x0, y, target, eps, alpha, steps, start, loss, select, rng,
+        run = _pgd_run(model, x0, y, top, target, eps, alpha, steps, start, loss, select, rng,
                        scored=restarts > 1)
         worst = run if worst is None else _keep_worse(xp, worst, run)
     return worst
@@ -240,27 +249,27 @@ def pgd(model, x, y, eps, alpha, steps, random_start="uniform", loss="ce", resta
     model_mode: "eval" (running BN statistics) or "train" (batch statistics) during the attack.
     rng: numpy Generator for the random starts (a fresh unseeded one when None).
     """
-    _check_attack(model, x, y, eps, steps, alpha, restarts)
+    top = _check_attack(model, x, y, eps, steps, alpha, restarts)
     start = _start_kind(random_start)
     check_choice("loss", loss, LOSSES)
     check_choice("select", select, SELECTS)
     rng = np.random.default_rng() if rng is None else rng
     with attack_mode(model, model_mode):
-        return _pgd(model, x, y, eps, alpha, steps, start, loss, restarts, select, rng)[0]
+        return _pgd(model, x, y, top, eps, alpha, steps, start, loss, restarts, select, rng)[0]
 
 
 def fgsm(model, x, y, eps, model_mode="eval"):
     """Fast gradient sign method: x_adv = clip01(x + eps sign(grad_x CE(f(x), y)))."""
-    _check_attack(model, x, y, eps)
+    top = _check_attack(model, x, y, eps)
     with attack_mode(model, model_mode):
-        return _pgd(model, x, y, eps, eps, 1, "none", "ce", 1, "last", None)[0]
+        return _pgd(model, x, y, top, eps, eps, 1, "none", "ce", 1, "last", None)[0]
 
 
 def input_gradient(model, x, y, model_mode="eval"):
     """g = d sum_i CE(f(x_i), y_i) / dx (n, c, h, w), parameters frozen (for gradient checks)."""
-    _check_attack(model, x, y, 0.0)
+    top = _check_attack(model, x, y, 0.0)
     with attack_mode(model, model_mode):
-        return _loss_grad(model, x, y, None, "ce")[2]
+        return _loss_grad(model, x, y, top, None, "ce")[2]
 
 
 # ---- APGD-CE -------------------------------------------------------------------------------------
@@ -278,12 +287,12 @@ def apgd_checkpoints(steps):
     return points
 
 
-def _apgd_run(model, x0, y, eps, steps, rho, rng):
+def _apgd_run(model, x0, y, top, eps, steps, rho, rng):
     """One APGD-CE run from a random point on the ball's surface. Returns (x, losses, fooled):
     per sample the latest misclassified iterate if any, else the highest-loss iterate."""
     T, xp = backend_of(model)
     x = _start(xp, x0, eps, "surface", rng)                                        # (n, c, h, w)
-    losses, fooled, g = _loss_grad(model, x, y, None, "ce")
+    losses, fooled, g = _loss_grad(model, x, y, top, None, "ce")
     best = (x, losses, g)                            # highest-loss iterate and its gradient
     adv = (x, losses, fooled)                        # latest misclassified iterate; fooled ever
     history = [losses]                               # loss of every iterate, the start first
@@ -295,7 +304,7 @@ def _apgd_run(model, x0, y, eps, steps, rho, rng):
         a = 0.75 if i > 1 else 1.0
         z = T.ops.pgd_step(x, g, x0, step, eps)                                    # (n, c, h, w)
         x_prev, x = x, _project(xp, x0, x + a * (z - x) + (1 - a) * (x - x_prev), eps)
-        losses, fooled, g = _loss_grad(model, x, y, None, "ce")
+        losses, fooled, g = _loss_grad(model, x, y, top, None, "ce")
         adv = _keep(xp, adv, (x, losses, fooled), fooled)
         best = _keep(xp, best, (x, losses, g), losses > best[1])
         history.append(losses)
@@ -323,13 +332,13 @@ def apgd_ce(model, x, y, eps, steps=100, restarts=1, rho=0.75, model_mode="eval"
     Returns per sample the latest misclassified iterate when one was found, else the
     highest-loss iterate; restarts keep the worse result as in pgd.
     """
-    _check_attack(model, x, y, eps, steps, restarts=restarts)
+    top = _check_attack(model, x, y, eps, steps, restarts=restarts)
     _, xp = backend_of(model)
     rng = np.random.default_rng() if rng is None else rng
     with attack_mode(model, model_mode):
         worst = None
         for _ in range(restarts):
-            run = _apgd_run(model, x, y, eps, steps, rho, rng)
+            run = _apgd_run(model, x, y, top, eps, steps, rho, rng)
             worst = run if worst is None else _keep_worse(xp, worst, run)
     return worst[0]
 
@@ -347,7 +356,7 @@ def minimal_eps(model, x, y, eps_max=0.5, steps=20, search_steps=10, random_star
     distance (what the sparsity paper calls the "distortion bound"); PGD success need not be
     monotone in eps, so the bisection is approximate. Returns an array (n,) of x's dtype.
     """
-    _check_attack(model, x, y, eps_max, steps, eps_name="eps_max")
+    top = _check_attack(model, x, y, eps_max, steps, eps_name="eps_max")
     if int(search_steps) != search_steps or search_steps < 0:
         raise ValueError(f"search_steps must be an integer >= 0, got {search_steps}")
     start = _start_kind(random_start)
@@ -356,11 +365,11 @@ def minimal_eps(model, x, y, eps_max=0.5, steps=20, search_steps=10, random_star
 
     def fools(idx, eps):                                                           # eps (m,)
         e = _per_sample(eps, x[idx])                                               # (m, 1, 1, 1)
-        return _pgd_run(model, x[idx], y[idx], None, e, 2.5 * e / steps, steps, start, "ce",
+        return _pgd_run(model, x[idx], y[idx], top, None, e, 2.5 * e / steps, steps, start, "ce",
                         "last", rng, scored=True)[2]
 
     with attack_mode(model, model_mode):
-        wrong = _loss_only(model, x, y, None, "ce")[1]                             # (n,)
+        wrong = _loss_only(model, x, y, top, None, "ce")[1]                        # (n,)
         everyone = xp.arange(len(y))                                               # (n,)
         reached = fools(everyone, xp.full(y.shape, eps_max, dtype=x.dtype)) & ~wrong
         result = xp.where(wrong, 0.0, math.inf).astype(x.dtype)                    # (n,)

@@ -18,6 +18,9 @@ Sanity checks (ADVERSARIAL.md), each recorded as {"passed", "detail"}; "tol" abs
     more_iterations  more steps or restarts never raise PGD accuracy (+ tol)
     input_gradients  no NaN in grad_x CE at clean points, no sample with an all-zero gradient
     deterministic    two eval-mode forward passes of every batch agree exactly
+    verified_robust  (with verify) no sample verified at eps (every margin lower bound of
+                     ref.certify > 0) falls to an attack at eps: verified accuracy is never above
+                     any attack's accuracy (a failure is an unsound bound or a broken check)
 """
 import re
 import time
@@ -25,6 +28,7 @@ import time
 import numpy as np
 
 from ref.attacks import apgd_ce, attack_mode, backend_of, fgsm, input_gradient, pgd
+from ref.certify.crown import METHODS, certified_rows, margin_lower_bounds
 from ref.tensor import no_grad
 
 DEFAULT_ATTACKS = ("fgsm", "pgd10", "pgd50", "apgd")
@@ -73,6 +77,21 @@ def accuracy(model, data, attack=None, batch_size=256, seed=0):
     return correct / total
 
 
+def verified(model, x, y, eps, method="ibp"):
+    """Boolean array (n,): the samples of the batch (x, y) verified at l-inf radius eps by
+    `method` ("ibp" or "crown-ibp"): every margin lower bound z_y - z_j (j != y) is > 0."""
+    with attack_mode(model, "eval"), no_grad():
+        return certified_rows(margin_lower_bounds(model, x, y, eps, method), y)    # (n,)
+
+
+def verified_accuracy(model, data, eps, method="ibp", batch_size=256):
+    """Fraction of the samples of `data` (as `accuracy` takes it) verified at eps by `method`."""
+    count = total = 0
+    for x, y, *_ in batches(data, batch_size, model):
+        count, total = count + int(verified(model, x, y, eps, method).sum()), total + len(y)
+    return count / total
+
+
 def clean_accuracy_and_loss(model, data, batch_size=256):
     """(accuracy, mean cross-entropy) of f in eval mode on `data`, from one forward pass:
 
@@ -118,15 +137,20 @@ def run_attack(spec, model, x, y, eps, rng):
 # ---- evaluate ------------------------------------------------------------------------------------
 def evaluate(model, data, eps=8 / 255, attacks=DEFAULT_ATTACKS, eps_curve=DEFAULT_CURVE,
              curve_attack=None, large_eps=0.5, max_large_eps_acc=0.1, batch_size=256, seed=0,
-             tol=0.01, verbose=True):
+             tol=0.01, verify=(), verbose=True):
     """Clean and robust accuracy of `model` on `data` plus the sanity checks (module doc).
 
     data: (x, y) arrays (uint8 or [0, 1] images) or an iterable of batches (datasets.Loader).
     attacks: attack names; eps_curve: multiples of eps at which `curve_attack` (default: the
-    first PGD attack, else pgd10) is run, plus large_eps. Returns a dict (accuracy, attacks,
-    eps_curve, checks, sanity_failed, ...) and prints the table when verbose.
+    first PGD attack, else pgd10) is run, plus large_eps; verify: bound methods of ref.certify
+    ("ibp", "crown-ibp") whose verified accuracy at eps is measured too (a BN-free model).
+    Returns a dict (accuracy, attacks, eps_curve, verified, checks, sanity_failed, ...) and
+    prints the table when verbose.
     """
     specs = {name: parse_attack(name) for name in attacks}
+    unknown = set(verify) - set(METHODS)
+    if unknown:
+        raise ValueError(f"verify: unknown methods {sorted(unknown)}; choose from {METHODS}")
     curve_name = curve_attack or next((a for a in attacks if specs[a]["kind"] == "pgd"), "pgd10")
     curve_spec = parse_attack(curve_name)
     curve_eps = sorted({float(m * eps) for m in eps_curve} | {float(large_eps)})
@@ -137,6 +161,8 @@ def evaluate(model, data, eps=8 / 255, attacks=DEFAULT_ATTACKS, eps_curve=DEFAUL
     correct = dict.fromkeys(["clean", *specs], 0)
     curve = dict.fromkeys(curve_eps, 0)
     excess = dict.fromkeys(specs, 0.0)                  # worst violation of the ball or the box
+    certified = dict.fromkeys(verify, 0)
+    broken = dict.fromkeys(verify, 0)                   # verified samples an attack broke
     total = nan_grads = zero_grads = 0
     deterministic = True
     for b, (x, y, *_) in enumerate(batches(data, batch_size, model)):
@@ -161,6 +187,11 @@ def evaluate(model, data, eps=8 / 255, attacks=DEFAULT_ATTACKS, eps_curve=DEFAUL
                 x_adv = run_attack(curve_spec, model, x, y, e, np.random.default_rng((seed, b)))
                 robust[curve_name, e] = clean & (predict(model, x_adv) == y)       # (n,)
             curve[e] += int(robust[curve_name, e].sum())
+        for method in verify:
+            proven = verified(model, x, y, eps, method)                            # (n,)
+            certified[method] += int(proven.sum())
+            for name in specs:
+                broken[method] += int((proven & ~robust[name, eps]).sum())
         total += len(y)
     accuracy_of = {name: count / total for name, count in correct.items()}
     result = dict(
@@ -168,9 +199,15 @@ def evaluate(model, data, eps=8 / 255, attacks=DEFAULT_ATTACKS, eps_curve=DEFAUL
         accuracy=accuracy_of, attacks=specs,
         eps_curve=dict(attack=curve_name, eps=curve_eps, accuracy=[curve[e] / total
                                                                    for e in curve_eps]),
-        gradients=dict(nan_samples=nan_grads, zero_samples=zero_grads))
+        gradients=dict(nan_samples=nan_grads, zero_samples=zero_grads),
+        verified={method: count / total for method, count in certified.items()})
     result["checks"] = _checks(result, specs, excess, deterministic, large_eps,
                                max_large_eps_acc)
+    if verify:
+        result["checks"]["verified_robust"] = _check(not any(broken.values()), "; ".join(
+            f"{count} samples verified by {method} fall to an attack"
+            for method, count in broken.items() if count)
+            or "every verified sample survives every attack")
     result["sanity_failed"] = [k for k, v in result["checks"].items() if not v["passed"]]
     result["time_s"] = time.perf_counter() - start
     if verbose:
@@ -222,6 +259,8 @@ def format_table(result):
     lines = [f"evaluation on {result['n']} samples, eps = {result['eps']:.4f}",
              f"  {'attack':<12}{'accuracy':>10}"]
     lines += [f"  {name:<12}{value:>10.4f}" for name, value in result["accuracy"].items()]
+    lines += [f"  {name:<12}{value:>10.4f}  verified"
+              for name, value in result.get("verified", {}).items()]
     curve = result["eps_curve"]
     lines.append(f"  accuracy vs eps ({curve['attack']}): " + "  ".join(
         f"{e:.4g}: {a:.4f}" for e, a in zip(curve["eps"], curve["accuracy"])))

@@ -105,6 +105,15 @@ class MixedAT(Objective):
         return logits.ops.cross_entropy(logits, y)
 
 
+def ce_plus_kl(logits, logits_other, y, beta):
+    """CE(z, y) + beta KL(softmax z || softmax z'), both batch means, for the logits z (n, k) of
+    the clean inputs and z' (n, k) of perturbed ones (TRADES' loss; stability training's)."""
+    ops = logits.ops
+    kl = ops.kl_div(ops.log_softmax(logits_other, axis=1), ops.softmax(logits, axis=1),
+                    reduction="batchmean")
+    return ops.cross_entropy(logits, y) + beta * kl
+
+
 class TRADES(Objective):
     name = "trades"
     attack_defaults = dict(eps=0.031, alpha=0.007, steps=10, random_start="normal")
@@ -115,11 +124,8 @@ class TRADES(Objective):
 
     def __call__(self, model, x, y, rng=None):
         logits, logits_adv = self.both_logits(model, x, y, rng)                    # (n, k) (n, k)
-        ops = logits.ops
         self.logits = logits.data
-        kl = ops.kl_div(ops.log_softmax(logits_adv, axis=1), ops.softmax(logits, axis=1),
-                        reduction="batchmean")
-        return ops.cross_entropy(logits, y) + self.beta * kl
+        return ce_plus_kl(logits, logits_adv, y, self.beta)
 
 
 class MART(Objective):
@@ -260,7 +266,10 @@ OBJECTIVES["at"] = MadryAT
 
 
 def get(name, **kw):
-    """OBJECTIVES[name](**kw); names: natural, madry (= at), mat, trades, mart, dnr."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](**kw)
+    """OBJECTIVES[name](**kw); names: natural, madry (= at), mat, trades, mart, dnr, and the
+    certified ones of ref.certify.objectives: crown_ibp, ibp, smooth."""
+    from ref.certify.objectives import CERTIFIED_OBJECTIVES   # ref.certify builds on this module
+    known = {**OBJECTIVES, **CERTIFIED_OBJECTIVES}
+    if name not in known:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(known)}")
+    return known[name](**kw)

@@ -4,9 +4,12 @@ selection on a held-out split and NaN/inf detection; evaluate() is in ref.evalua
 One epoch e (0-based) of fit:
     train_data.set_epoch(e); model.train()
     for batch i of n:  lr = schedule(e + i / n);  loss = objective(model, x, y, rng)
-                       (stop if loss is not finite);  backward;  optimizer.step()
-    validate (clean accuracy and loss, PGD accuracy on val_data), schedule.end_epoch(record)
-    if the schedule has it, checkpoint, report; stop early if end_epoch said so.
+                       backward;  optimizer.step()
+                       every log_every batches and at the end: read the losses and correct
+                       counts kept on the device (one read), stop if a loss is not finite
+    validate (clean accuracy and loss, PGD and, with val_verify, verified accuracy on val_data),
+    schedule.end_epoch(record) if the schedule has it, checkpoint, report; stop early if
+    end_epoch said so.
 
 Checkpoints in out_dir (ref.checkpoint, atomic): last.h5 after every epoch, epoch_<e>.h5 every
 `keep_every` epochs, best.h5 whenever the selection metric improves. Each holds the model, the
@@ -27,13 +30,15 @@ from tqdm import tqdm
 
 from ref import checkpoint
 from ref.attacks import pgd
-from ref.evaluate import accuracy, batches, clean_accuracy_and_loss
+from ref.evaluate import accuracy, batches, clean_accuracy_and_loss, verified_accuracy
 from ref.evaluate import evaluate  # noqa: F401 (evaluate is part of this API)
+
+SELECTABLE = ("val_robust_acc", "val_clean_acc", "val_verified_acc")   # model selection metrics
 
 
 def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=None, resume=None,
-        val_data=None, val_attack=None, select=None, seed=0, keep_every=1, log_every=20,
-        progress=True, metadata=None):
+        val_data=None, val_attack=None, val_verify=None, select=None, seed=0, keep_every=1,
+        log_every=20, progress=True, metadata=None):
     """Train for `epochs` epochs (counting those already in a resumed checkpoint).
 
     objective: callable(model, x, y, rng) -> scalar loss Tensor, leaving `.logits` (ref.objectives);
@@ -52,8 +57,10 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
     val_data: (x, y) arrays for model selection and the records' val_loss (the mean clean
     cross-entropy in eval mode) and val_clean_acc; val_attack: pgd keyword arguments (eps, alpha,
     steps, ...) for the robust metric val_robust_acc, by default the objective's eps, alpha and
-    steps with a CE loss and a uniform start. select: "val_robust_acc" (default when an attack is
-    available) or "val_clean_acc". Returns the metrics history: one dict per epoch.
+    steps with a CE loss and a uniform start; val_verify: dict(eps, method) for val_verified_acc,
+    the accuracy verified by ref.certify's bounds (method "ibp" or "crown-ibp"). select:
+    "val_robust_acc" (default when an attack is available), "val_clean_acc" or
+    "val_verified_acc" (with val_verify). Returns the metrics history: one dict per epoch.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs}")
@@ -61,8 +68,11 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
         raise ValueError("resume=True needs out_dir (the run directory holding last.h5)")
     val_attack = _val_attack(objective, val_attack) if val_data is not None else None
     select = select or ("val_robust_acc" if val_attack is not None else "val_clean_acc")
-    if val_data is not None and select not in ("val_robust_acc", "val_clean_acc"):
-        raise ValueError(f"select must be 'val_robust_acc' or 'val_clean_acc', got {select!r}")
+    if val_data is not None and select not in SELECTABLE:
+        raise ValueError(f"select must be 'val_robust_acc', 'val_clean_acc' or "
+                         f"'val_verified_acc', got {select!r}")
+    if val_data is not None and select == "val_verified_acc" and val_verify is None:
+        raise ValueError("select='val_verified_acc' needs val_verify (eps and bound method)")
     if val_data is not None and select == "val_robust_acc" and val_attack is None:
         raise ValueError("select='val_robust_acc' needs val_attack (the objective has no attack)")
     rng = np.random.default_rng(seed)
@@ -85,6 +95,8 @@ def fit(model, objective, optimizer, schedule, train_data, epochs, *, out_dir=No
                 record["val_robust_acc"] = accuracy(
                     model, val_data, lambda m, x, y, r: pgd(m, x, y, rng=r, **val_attack),
                     seed=seed + epoch)
+            if val_verify is not None:
+                record["val_verified_acc"] = verified_accuracy(model, val_data, **val_verify)
         state["history"].append(record)
         state["epoch"] = epoch + 1
         improved = select in record and (state["best"] is None
@@ -160,8 +172,12 @@ def _save(out_dir, model, optimizer, generators, stateful, state, metadata, epoc
 
 def _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epochs, rng, out_dir,
                  log_every, progress):
-    """One pass over train_data; returns the epoch's metrics. Raises FloatingPointError on a
-    non-finite loss before the optimizer step, so no checkpoint holds its effect."""
+    """One pass over train_data; returns the epoch's metrics.
+
+    Each batch's loss and number of correct predictions stay on the device until they are read,
+    all together, every `log_every` batches and after the last (so a step does not wait for the
+    device). Raises FloatingPointError naming the first batch of a non-finite loss when it is
+    read; the epoch's checkpoint comes later, so no checkpoint holds its effect."""
     if hasattr(train_data, "set_epoch"):
         train_data.set_epoch(epoch)
     model.train()
@@ -169,24 +185,24 @@ def _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epoch
     lr = optimizer.lr if schedule is None else schedule(epoch)
     bar = _Progress(n, f"epoch {epoch + 1}/{epochs}", progress, log_every)
     loss_sum = correct = seen = 0
+    pending = []      # (loss, correct count, batch size) of the batches not read yet
     start = time.perf_counter()
     for i, (x, y, *extra) in enumerate(batches(train_data, None, model)):
         if schedule is not None:
             optimizer.lr = schedule(epoch + i / n)
         loss = objective(model, x, y, rng, *extra)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            kept = (f"the last good checkpoint {os.path.join(out_dir, 'last.h5')} (epoch "
-                    f"{epoch}) is unchanged" if out_dir is not None and epoch > 0
-                    else "no checkpoint was written")
-            raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, batch {i + 1}: "
-                                     f"training stopped; {kept}")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        loss_sum += value * len(y)
-        correct += int((objective.logits.argmax(axis=1) == y).sum())
-        seen += len(y)
+        pending.append((loss.data, (objective.logits.argmax(axis=1) == y).sum(), len(y)))
+        if (i + 1) % log_every and i + 1 < n:
+            continue
+        for j, (value, right, size) in enumerate(_read(loss.xp, pending), i + 2 - len(pending)):
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, batch {j}: "
+                                         f"training stopped; {_kept(out_dir, epoch)}")
+            loss_sum, correct, seen = loss_sum + value * size, correct + right, seen + size
+        pending = []
         bar.update(i + 1, loss_sum / seen, correct / seen, seen / (time.perf_counter() - start))
     bar.close()
     elapsed = time.perf_counter() - start
@@ -194,8 +210,24 @@ def _train_epoch(model, objective, optimizer, schedule, train_data, epoch, epoch
                 examples_per_s=seen / elapsed, time_s=elapsed)
 
 
+def _read(xp, pending):
+    """[(loss as float, correct count as int, batch size)] of the pending batches, their device
+    values read in one transfer (float64 holds both the float32 losses and the counts exactly)."""
+    values = xp.stack([xp.stack([loss.astype(np.float64), right.astype(np.float64)])
+                       for loss, right, _ in pending]).tolist()                    # (b, 2)
+    return [(loss, int(right), size) for (loss, right), (_, _, size) in zip(values, pending)]
+
+
+def _kept(out_dir, epoch):
+    """What a stop during `epoch` leaves behind."""
+    if out_dir is not None and epoch > 0:
+        return (f"the last good checkpoint {os.path.join(out_dir, 'last.h5')} (epoch {epoch}) "
+                f"is unchanged")
+    return "no checkpoint was written"
+
+
 _VALIDATION_LABELS = dict(val_loss="val_loss", val_clean_acc="clean_acc",
-                          val_robust_acc="robust_acc")
+                          val_robust_acc="robust_acc", val_verified_acc="verified_acc")
 
 
 def _summary(record, epochs):
@@ -218,7 +250,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", ex_s=f"{rate:.0f}",
                                  refresh=False)
-            self.bar.update(1)
+            self.bar.update(batch - self.bar.n)
         elif self.enabled and (batch % self.log_every == 0 or batch == self.total):
             print(f"{self.label} batch {batch}/{self.total} loss {loss:.4f} acc {acc:.4f} "
                   f"{rate:.0f} ex/s", file=sys.stderr, flush=True)

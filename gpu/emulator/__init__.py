@@ -27,7 +27,9 @@ What the emulator cannot show (these need a real GPU: pytest -m gpu):
 - warp-synchronous code without __syncwarp, independent thread scheduling, spin-waits between
   threads (a cooperative scheduler never preempts), dynamic shared memory (shared_mem > 0),
   launch limits beyond block <= 1024 threads, register pressure and speed (see
-  gpu/tools/kernel_report.py for registers and spills; never quote an emulated time as a GPU one).
+  gpu/tools/kernel_report.py for registers and spills; never quote an emulated time as a GPU one;
+  what the emulator can count, kernel launches and host synchronisations per step, comes from
+  gpu/tools/counter.py).
 """
 from gpu.emulator.build import CompileError
 from gpu.emulator.launcher import CheckError, LaunchError

@@ -1,1 +1,3 @@
-"""Developer tools for the CUDA kernels (kernel_report: registers and spills through nvcc)."""
+"""Developer tools for the GPU backend: kernel_report (registers and spills of the CUDA kernels,
+through nvcc) and counter (kernel launches, host synchronisations and device bytes per training
+step, counted on the emulator)."""

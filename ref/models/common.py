@@ -1,6 +1,11 @@
 """Pieces shared by the CIFAR models: conv shorthands, the classifier head, reference re-inits.
 
-Every model is features(x) -> head, where the head is
+Every model is [normalize] -> features(x) -> head, where the optional input normalisation
+    normalize(x)[n, c] = (x[n, c] - mean[c]) / std[c]
+(the model option normalize=(mean, std), as RobustBench and the reference repos put it inside the
+model) keeps attacks in [0, 1] pixel space; mean and std are constants of the architecture, not
+state: they are not in state_dict() (a RobustBench checkpoint's `normalize.mean` / `.std` are
+checked against them by ref.interop.from_torch). The head is
     adaptive_avg_pool2d(out, p) -> [flatten] -> classifier layer -> [LBN] -> flatten    (n, C)
 A Linear classifier sees the flattened (n, c p p) features; a 1x1-conv classifier (edge-popup,
 RBSN) sees (n, c, 1, 1) and its (n, C, 1, 1) output is flattened at the end. LBN (RBSN's
@@ -45,8 +50,36 @@ def classifier_layer(kind, c, num_classes, rng):
     return conv1x1(c, num_classes, rng=rng)
 
 
+class Normalize(Module):
+    """y[n, c] = (x[n, c] - mean[c]) / std[c] for x (n, c, h, w); mean and std are tuples of c
+    floats (constants, not parameters or buffers), cast to x's backend and dtype per call."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
+        if len(self.mean) != len(self.std) or min(self.std, default=0) <= 0:
+            raise ValueError(f"normalize needs as many means as stds, all stds > 0; got mean "
+                             f"{self.mean}, std {self.std}")
+
+    def forward(self, x):                                   # x (n, c, h, w)
+        mean = x.xp.asarray(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)   # (1, c, 1, 1)
+        std = x.xp.asarray(self.std, dtype=x.dtype).reshape(1, -1, 1, 1)     # (1, c, 1, 1)
+        return (x - mean) / std                             # (n, c, h, w)
+
+    def extra_repr(self):
+        return f"mean={self.mean}, std={self.std}"
+
+
 class Network(Module):
-    """A model whose forward ends with `self.head(features)` (see the module docstring)."""
+    """A model whose forward starts with `self.normalize_input(x)` and ends with
+    `self.head(features)` (see the module docstring)."""
+
+    def set_normalize(self, normalize):
+        """normalize: None or (mean, std), one value per input channel (module docstring)."""
+        self.normalize = None if normalize is None else Normalize(*normalize)
+
+    def normalize_input(self, x):
+        return x if self.normalize is None else self.normalize(x)
 
     def set_head(self, name, layer, num_classes, last_bn=False, pool=1):
         """Register the classifier `layer` as attribute `name` (the reference's name, so state

@@ -96,8 +96,9 @@ class ResNet(Network):
     BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock}
 
     def __init__(self, block, num_blocks, num_classes=10, in_channels=3, width=64,
-                 affine_bn=True, last_bn=False, classifier="linear", rng=None):
+                 affine_bn=True, last_bn=False, classifier="linear", normalize=None, rng=None):
         super().__init__()
+        self.set_normalize(normalize)
         check_choice(block, "block", tuple(self.BLOCKS))
         _check_num_blocks(num_blocks)
         rng = np.random.default_rng(rng)
@@ -118,7 +119,7 @@ class ResNet(Network):
                       classifier_layer(classifier, c, num_classes, rng), num_classes, last_bn)
 
     def forward(self, x):                                   # x (n, in_channels, h, w)
-        out = self.conv1(x)                                 # (n, width, h, w)
+        out = self.conv1(self.normalize_input(x))           # (n, width, h, w)
         if not self.preact:
             out = self.bn1(out).relu()
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))   # (n, 8 width e, h/8, w/8)

@@ -15,8 +15,9 @@ from ref.nn.layers import Linear, MaxPool2d, ReLU
 
 class SmallCNN(Network):
     def __init__(self, num_classes=10, in_channels=3, width=32, affine_bn=True, last_bn=False,
-                 rng=None):
+                 normalize=None, rng=None):
         super().__init__()
+        self.set_normalize(normalize)
         rng = np.random.default_rng(rng)
         w = width
         self.features = Sequential(
@@ -29,7 +30,7 @@ class SmallCNN(Network):
         self.set_head("classifier", head, num_classes, last_bn)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.features(self.normalize_input(x)))
 
 
 def small_cnn(num_classes=10, in_channels=3, width=32, **kw):

@@ -33,8 +33,9 @@ def _xavier_half(W, rng):
 
 class VGG(Network):
     def __init__(self, num_classes=10, in_channels=3, classifier="linear", conv_bias=None,
-                 affine_bn=True, last_bn=False, rng=None):
+                 affine_bn=True, last_bn=False, normalize=None, rng=None):
         super().__init__()
+        self.set_normalize(normalize)
         hydra = check_choice(classifier, "classifier", ("linear", "hydra")) == "hydra"
         rng = np.random.default_rng(rng)
         bias = not hydra if conv_bias is None else conv_bias
@@ -56,7 +57,7 @@ class VGG(Network):
                linear_init=_linear_init, bn_weight=1.0 if hydra else 0.5)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.features(self.normalize_input(x)))
 
 
 def vgg16_bn(num_classes=10, classifier="linear", **kw):

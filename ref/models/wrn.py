@@ -50,8 +50,9 @@ class NetworkBlock(Module):
 
 class WideResNet(Network):
     def __init__(self, depth=28, widen=4, num_classes=10, in_channels=3, affine_bn=True,
-                 last_bn=False, classifier="linear", rng=None):
+                 last_bn=False, classifier="linear", normalize=None, rng=None):
         super().__init__()
+        self.set_normalize(normalize)
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6 n + 4 with n >= 1 (e.g. 28, 34), got {depth!r}")
         if not isinstance(widen, int) or widen < 1:
@@ -68,7 +69,8 @@ class WideResNet(Network):
         reinit(self, rng, conv_init=kaiming_normal_fan_out)
 
     def forward(self, x):                                   # x (n, in_channels, h, w)
-        out = self.block3(self.block2(self.block1(self.conv1(x))))   # (n, 64 widen, h/4, w/4)
+        out = self.conv1(self.normalize_input(x))           # (n, 16, h, w)
+        out = self.block3(self.block2(self.block1(out)))    # (n, 64 widen, h/4, w/4)
         return self.head(self.bn1(out).relu())              # (n, C)
 
 

@@ -20,7 +20,7 @@ class Cosine:
 
     hydra_offset=True gives HYDRA's cosine_schedule, lr(e) = base_lr * 0.5 * (1 + cos(pi * (e - 1)
     / epochs)) for the epochs e = 0 .. epochs - 1: epoch 0 runs slightly below base_lr and epoch 1
-    at exactly base_lr.
+    at exactly base_lr; a one-epoch run (cos(-pi) = -1) trains at lr 0, as the reference does.
     """
 
     def __init__(self, base_lr, epochs, hydra_offset=False):
