@@ -3,7 +3,6 @@ architecture with the budget's active count, the per-epoch connectivity in repor
 bit-exact resume from the middle of the BCS phase, refused bad input that leaves no run
 directory; slow: the quick preset's claims (BCS at connectivity 0.1 within 10 PGD-20 points of
 dense AT with the same epochs, at the budget, above the random-fixed baseline)."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 import ref.models
 from ref import checkpoint, prune
-from test_examples_prune import example, report_of, without_times
+from test_examples_prune import example, report_of, resume_after, without_times
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCED = ["--preset", "quick", "--width", "8", "--epochs", "2", "--dense-epochs", "1",
@@ -55,12 +54,8 @@ def test_reduced_run_exports_a_plain_model_at_the_budget_and_resumes_bit_for_bit
     assert not any(name.endswith("weight_sign") for name in saved["buffers"])
 
     # killed in the middle of the BCS phase: its last.h5 is epoch 1's, nothing after it
-    shutil.copy(out / "bcs" / "epoch_001.h5", out / "bcs" / "last.h5")
-    shutil.rmtree(out / "random_fixed")
-    (out / "final.h5").unlink()
-    again = bcs(*REDUCED, "--out", str(out), "--resume", cwd=tmp_path)
-    assert "after epoch 1" in again.stderr
-    resumed = report_of(out)
+    resumed = resume_after("cifar_bcs.py", REDUCED, out, "bcs", 1, ("random_fixed",),
+                           cwd=tmp_path)
     assert resumed["table"] == report["table"]
     assert resumed["connectivity"] == connectivity
     for phase in ("bcs", "random_fixed"):

@@ -5,7 +5,6 @@ only, no conv emptied), the emulated gpu backend reproducing the numpy run in fl
 options refused before anything is written; slow: the quick preset's claim (DNR at density 0.1
 within 10 PGD-20 points of the dense network trained the same way, the budget met exactly) and
 the channel variant's numbers."""
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import ref.models
 from ref import checkpoint, prune
 from ref.prune import dnr
-from test_examples_prune import example, report_of, without_times
+from test_examples_prune import example, report_of, resume_after, without_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import cifar_dnr  # noqa: E402 (the examples folder is not a package)
@@ -71,11 +70,7 @@ def test_reduced_runs_meet_the_budget_export_plain_models_and_resume_bit_for_bit
     assert not any(name.endswith(dnr.REWIRING_MASK) for name in saved["buffers"])
 
     # killed in the middle of the DNR phase: its last.h5 is epoch 2's, nothing after it
-    shutil.copy(out / "dnr" / "epoch_002.h5", out / "dnr" / "last.h5")
-    (out / "final.h5").unlink()
-    again = run(*REDUCED, "--out", str(out), "--resume", cwd=tmp_path)
-    assert "after epoch 2" in again.stderr
-    resumed = report_of(out)
+    resumed = resume_after("cifar_dnr.py", REDUCED, out, "dnr", 2, cwd=tmp_path)
     assert resumed["table"] == report["table"] and resumed["rewiring"] == report["rewiring"]
     assert without_times(resumed["history"]["dnr"]) == without_times(report["history"]["dnr"])
     for name, value in checkpoint.read(out / "final.h5")["parameters"].items():

@@ -3,14 +3,13 @@ plain architecture with the reported sparsity, bit-exact resume from the middle 
 phase, refused bad input that leaves the run directory untouched; slow: the quick preset's
 claims (robust after pruning, above LUP, 90% zeros), the hidden robust subnetwork of a naturally
 trained network, and the emulated gpu backend reproducing the numpy run in float64."""
-import shutil
 
 import numpy as np
 import pytest
 
 import ref.models
 from ref import checkpoint, prune
-from test_examples_prune import example, report_of, without_times
+from test_examples_prune import example, report_of, resume_after, without_times
 
 REDUCED = ["--preset", "quick", "--epochs", "2", "--prune-epochs", "2", "--finetune-epochs", "1",
            "--train-n", "320", "--val-size", "60", "--eval-n", "60",
@@ -52,12 +51,8 @@ def test_reduced_run_exports_a_plain_pruned_model_and_resumes_bit_for_bit(tmp_pa
     assert not any(name.endswith("scores") for name in saved["parameters"])
 
     # killed in the middle of the prune phase: its last.h5 is epoch 1's, nothing after it
-    shutil.copy(out / "prune" / "epoch_001.h5", out / "prune" / "last.h5")
-    shutil.rmtree(out / "finetune")
-    (out / "final.h5").unlink()
-    again = hydra(*REDUCED, "--out", str(out), "--resume", cwd=tmp_path)
-    assert "after epoch 1" in again.stderr
-    resumed = report_of(out)
+    resumed = resume_after("cifar_hydra.py", REDUCED, out, "prune", 1, ("finetune",),
+                           cwd=tmp_path)
     assert resumed["table"] == report["table"]
     for phase in ("prune", "finetune"):
         assert without_times(resumed["history"][phase]) == without_times(report["history"][phase])

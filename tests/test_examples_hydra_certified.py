@@ -4,7 +4,6 @@ accuracy, final.h5 a plain certified_cnn, certified.png), its bit-exact resume f
 the eps ramp, a reduced randomized-smoothing run, and bad input refused before anything is
 written; slow: the quick-certified preset keeps its verified accuracy at keep 0.1, and pruning a
 naturally trained network with the IBP objective finds a certifiably robust subnetwork."""
-import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 import ref.models
 from ref import checkpoint, prune
 from test_examples_hydra import final_model, hydra
-from test_examples_prune import report_of, without_times
+from test_examples_prune import report_of, resume_after, without_times
 
 REDUCED = ["--preset", "quick-certified", "--epochs", "2", "--eps-ramp-epochs", "3",
            "--prune-epochs", "1", "--finetune-epochs", "1", "--schedule", "cosine", "--lr", "0.01",
@@ -49,13 +48,8 @@ def test_reduced_ibp_run_verifies_below_pgd_and_resumes_in_the_ramp_bit_for_bit(
     steps = checkpoint.read(out / "pretrain" / "epoch_001.h5")["extra"]["objective_state"]
     assert steps == {"step": 10}                # 320 images in batches of 32
     saved = checkpoint.read(out / "final.h5")["parameters"]
-    shutil.copy(out / "pretrain" / "epoch_001.h5", out / "pretrain" / "last.h5")
-    for phase in ("prune", "finetune"):
-        shutil.rmtree(out / phase)
-    (out / "final.h5").unlink()
-    again = hydra(*REDUCED, "--out", str(out), "--resume", cwd=tmp_path)
-    assert "after epoch 1" in again.stderr
-    resumed = report_of(out)
+    resumed = resume_after("cifar_hydra.py", REDUCED, out, "pretrain", 1, ("prune", "finetune"),
+                           cwd=tmp_path)
     assert resumed["table"] == report["table"]
     assert resumed["certified"] == certified
     for phase in ("pretrain", "prune", "finetune"):

@@ -29,6 +29,19 @@ def report_of(out):
     return json.loads((out / "report.json").read_text())
 
 
+def resume_after(script, args, out, phase, epoch, later=(), *, cwd):
+    """Rerun `script` with `args` --out out --resume as if killed in `phase` after `epoch`: the
+    phase's last.h5 replaced by its epoch_<epoch>.h5, the later phases' directories and final.h5
+    removed; asserts the run says it resumed after that epoch. Returns the new report.json."""
+    shutil.copy(out / phase / f"epoch_{epoch:03d}.h5", out / phase / "last.h5")
+    for name in later:
+        shutil.rmtree(out / name)
+    (out / "final.h5").unlink(missing_ok=True)
+    again = example(script, *args, "--out", str(out), "--resume", cwd=cwd)
+    assert f"after epoch {epoch}" in again.stderr
+    return report_of(out)
+
+
 def without_times(history):
     """Training records without their timings (which differ between runs)."""
     return [{k: v for k, v in h.items() if k not in ("time_s", "examples_per_s")}
@@ -60,12 +73,8 @@ def test_lottery_rounds_follow_the_schedule_and_resume(tmp_path):
     for name, M in masks.items():
         assert init[name].shape == M.shape
     # interrupted inside round 1: its last.h5 is epoch 1's, round 2 and IWI never started
-    shutil.copy(out / "round_1" / "epoch_001.h5", out / "round_1" / "last.h5")
-    for later in ("round_2", "iwi"):
-        shutil.rmtree(out / later)
-    again = example("cifar_lottery.py", *LOTTERY, "--out", str(out), "--resume", cwd=tmp_path)
-    assert "after epoch 1" in again.stderr
-    resumed = report_of(out)
+    resumed = resume_after("cifar_lottery.py", LOTTERY, out, "round_1", 1, ("round_2", "iwi"),
+                           cwd=tmp_path)
     assert resumed["table"] == report["table"]
     for phase in ("round_1", "round_2", "iwi"):
         assert [h["train_loss"] for h in resumed["history"][phase]] == \
