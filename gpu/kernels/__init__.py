@@ -5,13 +5,16 @@
 compiles kernels/<file> once with the cupy module in use (real CuPy: NVRTC; emulated: g++), checks
 `args` against the kernel's parameter list as written in the .cu file, and runs
 grid = min(ceil(total / block), MAX_BLOCKS) blocks of `block` threads; kernels cover all `total`
-elements with a grid-stride loop, so any grid >= 1 is correct.
+elements with a grid-stride loop, so any grid >= 1 is correct. A 2-D launch gives total and block
+as pairs (x, y), e.g. total = (channels, rows) and block = (32, 8): the grid is computed per axis
+and the kernel has a grid-stride loop along each (index arithmetic per row, not per element).
 
 The declarations this file reads (parameters may span lines; T is float for float32 and double
 for float64; each template kernel is compiled for both):
 
-    // block: 256                  fixed block size, required when the kernel body uses
-    template <typename T>          __syncthreads, __syncwarp or warp shuffles
+    // block: 256                  fixed block size (`// block: 32 8` for a 2-D block), required
+    template <typename T>          when the kernel body uses __syncthreads, __syncwarp or warp
+                                   shuffles
     __global__ void name(const T* x, T* y, const int n, const long long m, const float lr,
                          const T alpha)
     extern "C" __global__ void name(const unsigned char* mask, float* y, const int n)
@@ -41,7 +44,7 @@ DECLARATION = re.compile(
     r'(?P<template>template\s*<\s*(?:typename|class)\s+T\s*>\s*)?'
     r'(?P<extern>extern\s+"C"\s+)?__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?'
     r'(?P<name>\w+)\s*\((?P<params>[^)]*)\)')
-BLOCK_COMMENT = re.compile(r"//\s*block:\s*(\d+)")
+BLOCK_COMMENT = re.compile(r"//\s*block:\s*(\d+(?:\s+\d+)?)\s*$", re.M)
 BARRIERS = re.compile(r"__syncthreads|__syncwarp|__shfl_")
 
 
@@ -75,7 +78,7 @@ class Kernel:
             raise ValueError(f"{self}: a kernel must be `template <typename T>` or `extern \"C\"`")
         self.params = [Param(p, self) for p in match["params"].split(",") if p.strip()]
         block = BLOCK_COMMENT.search(match["comments"])
-        self.block = int(block.group(1)) if block else None
+        self.block = _dims(tuple(int(v) for v in block.group(1).split())) if block else None
         if self.block is None and BARRIERS.search(body):
             raise ValueError(f"{self}: uses barriers or warp shuffles, so it needs a fixed block "
                              f"size: add a `// block: 256` comment line right above it")
@@ -141,8 +144,9 @@ def launch(file, name, dtype, total, args, block=256):
     """Run kernel `name` of kernels/<file> for `dtype` over `total` elements (see module docstring).
 
     dtype: numpy dtype (float32/float64) that instantiates T (ignored by extern "C" kernels);
-    total: number of elements the grid-stride loop covers (0 launches nothing); args: the kernel's
-    arguments in order (device arrays and numpy scalars); block: threads per block.
+    total: number of elements the grid-stride loop covers (0 launches nothing), or a pair
+    (x, y) for a 2-D launch; args: the kernel's arguments in order (device arrays and numpy
+    scalars); block: threads per block, an int or a pair (x, y) like total.
     """
     found = kernels(file)
     if name not in found:
@@ -150,18 +154,27 @@ def launch(file, name, dtype, total, args, block=256):
     kernel = found[name]
     dtype = np.dtype(dtype) if dtype is not None else None
     expression = kernel.expression(dtype)
-    if kernel.block is not None and block != kernel.block:
-        raise ValueError(f"{kernel} declares `// block: {kernel.block}`; "
+    totals, blocks = _dims(total), _dims(block)
+    if len(totals) != len(blocks) or not all(isinstance(v, (int, np.integer)) and v >= 0
+                                             for v in totals):
+        raise ValueError(f"{kernel}: total must be a non-negative int or a pair like block "
+                         f"{block!r}, got {total!r}")
+    if kernel.block is not None and blocks != kernel.block:
+        raise ValueError(f"{kernel} declares `// block: {' '.join(map(str, kernel.block))}`; "
                          f"launched with block={block}")
-    if not isinstance(block, int) or not 1 <= block <= 1024:
-        raise ValueError(f"{kernel}: block must be an int in [1, 1024], got {block!r}")
-    if not isinstance(total, (int, np.integer)) or total < 0:
-        raise ValueError(f"{kernel}: total must be a non-negative int, got {total!r}")
+    if not all(isinstance(v, int) and v >= 1 for v in blocks) or np.prod(blocks) > 1024:
+        raise ValueError(f"{kernel}: block must be positive ints with at most 1024 threads in "
+                         f"all, got {block!r}")
     _check_args(kernel, dtype, args)
-    if total == 0:
+    if min(totals) == 0:
         return
-    grid = min(-(-int(total) // block), MAX_BLOCKS)
-    _function(file, expression)((grid,), (block,), tuple(args))
+    grid = tuple(min(-(-int(t) // b), MAX_BLOCKS) for t, b in zip(totals, blocks))
+    _function(file, expression)(grid, blocks, tuple(args))
+
+
+def _dims(value):
+    """An int or a pair as a tuple: 256 -> (256,), (32, 8) -> (32, 8)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _check_args(kernel, dtype, args):
