@@ -14,9 +14,11 @@
 Ours (gpu.ops through gpu.Tensor, ref.optim, ref.objectives on CuPy) and torch run alternately in
 each repeat, after one warm-up call each (kernel compilation, cuDNN algorithm search). Every call
 is timed between two device synchronisations (cupy.cuda.Device().synchronize() and
-torch.cuda.synchronize()), so queued kernels are counted. TF32 is switched off in torch (CuPy's
-cuBLAS does not use it either), cudnn.benchmark is on. The tables give median ms and
-ours / torch. Without torch, or torch without CUDA, only ours is timed.
+torch.cuda.synchronize()), so queued kernels are counted. Both parts run twice: with TF32 off on
+both sides (full float32 products: gpu.set_tf32(False), torch's allow_tf32 flags False) and on on
+both sides (gpu.set_tf32(True), torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32 True,
+cuDNN's default); cudnn.benchmark is on. The tables give median ms and ours / torch. Without
+torch, or torch without CUDA, only ours is timed.
 
 3. Counts per whole step (gpu/tools/counter.py, on the CPU emulator in a subprocess, batch 2:
    the counts do not depend on the batch): kernel launches (own kernels and cupy calls), host
@@ -303,10 +305,16 @@ def cuda_torch():
     if not torch.cuda.is_available():
         print(f"torch {torch.__version__} has no CUDA device: timing ours only")
         return None
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     return torch
+
+
+def set_tf32(gpu, torch, enabled):
+    """TF32 products on or off on both sides."""
+    gpu.set_tf32(enabled)
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
 
 
 def main(argv=None):
@@ -335,12 +343,15 @@ def main(argv=None):
     print(f"{name}; cupy {cupy.__version__}"
           + ("" if torch is None else f", torch {torch.__version__} (CUDA {torch.version.cuda})"))
     backends, timer = Backends(gpu, torch), Timer(cupy, torch, args.repeat)
-    rng = np.random.default_rng(0)
-    if not args.skip_ops:
-        print_table(f"ops, float32, batch {args.batch}, forward + backward",
-                    list(op_rows(backends, args.batch, rng)), timer)
-    if not args.skip_steps:
-        print_table("whole training steps, float32", step_rows(backends, args.batch, rng), timer)
+    for tf32 in (False, True):
+        set_tf32(gpu, torch, tf32)
+        mode, rng = f"float32, TF32 {'on' if tf32 else 'off'}", np.random.default_rng(0)
+        if not args.skip_ops:
+            print_table(f"ops, {mode}, batch {args.batch}, forward + backward",
+                        list(op_rows(backends, args.batch, rng)), timer)
+        if not args.skip_steps:
+            print_table(f"whole training steps, {mode}", step_rows(backends, args.batch, rng),
+                        timer)
     if not args.skip_counts:
         print_counts()
     return 0

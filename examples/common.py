@@ -68,6 +68,10 @@ def parser(description, presets):
                    help="numpy (ref) or gpu (CuPy; GPU_EMULATOR=1 runs it on the CPU emulator)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="parameters and computation (float64 makes backends comparable)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --backend gpu, float32 conv and linear products on TF32 tensor "
+                        "cores, as PyTorch's convolutions by default (no effect on numpy or "
+                        "float64)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
@@ -159,6 +163,9 @@ def build_model(args, info, **options):
         options = dict(input_size=info["shape"][-1], **options)
     model = ref.models.get(args.arch, num_classes=info["num_classes"],
                            in_channels=info["shape"][0], rng=args.seed, **width, **options)
+    if args.backend == "gpu":
+        import gpu
+        gpu.set_tf32(args.tf32)
     return model.astype(np.dtype(args.dtype)).to(args.backend)
 
 
@@ -285,7 +292,7 @@ def _save(fig, path):
 # ---- pruning runs: phases, measurements, tables, plots ------------------------------------------
 PRUNE_LAYERS = {"all": ("conv", "linear"), "conv": ("conv",)}
 # options that may change between a run and its --resume (they do not change what is trained)
-RESUME_FREE = ("resume", "out", "backend", "eval_n", "eval_attacks", "data_root")
+RESUME_FREE = ("resume", "out", "backend", "tf32", "eval_n", "eval_attacks", "data_root")
 
 
 def add_pruning_options(p):

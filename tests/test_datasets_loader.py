@@ -1,7 +1,5 @@
 """Loader batches, reproducibility by (seed, pass), augmentation (crop inside the padded image,
 flips with probability 1/2, never on test splits) and the stratified validation split."""
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -170,18 +168,25 @@ def test_crop_without_flip_for_svhn(rng):
         assert windows_matching(y[i], big[i], flip=False), f"image {i} is mirrored or no crop"
 
 
-def test_gpu_backend_converts_each_batch_with_gpu_asarray(monkeypatch, rng):
-    converted = []
+def test_gpu_backend_uploads_uint8_and_gives_the_numpy_batches(monkeypatch, rng):
+    import gpu
+    uploaded = []
+    upload = gpu.cupy.asarray
 
-    def asarray(a):
-        converted.append(a.dtype)
-        return ("on device", a)
+    def recording(a, *args, **kwargs):
+        uploaded.append(a.dtype)
+        return upload(a, *args, **kwargs)
 
-    monkeypatch.setitem(sys.modules, "gpu", types.SimpleNamespace(asarray=asarray))
-    loader = Loader(images(rng, 10), np.arange(10), 4, backend="gpu")
-    batches = list(loader)
-    assert len(batches) == 3 and all(xb[0] == "on device" == yb[0] for xb, yb in batches)
-    assert converted == [np.float32, np.int64] * 3
+    x, y = images(rng, 10), np.arange(10)
+    want = list(Loader(x, y, 4, shuffle=True, augment="crop_flip", seed=3))
+    monkeypatch.setattr(gpu.cupy, "asarray", recording)
+    got = list(Loader(x, y, 4, shuffle=True, augment="crop_flip", seed=3, backend="gpu"))
+    assert uploaded == [np.uint8, np.int64] * 3
+    assert len(got) == len(want) == 3
+    for (xb, yb), (x_want, y_want) in zip(got, want):
+        assert isinstance(xb, gpu.cupy.ndarray) and xb.dtype == np.float32
+        np.testing.assert_array_equal(gpu.cupy.asnumpy(xb), x_want)
+        np.testing.assert_array_equal(gpu.cupy.asnumpy(yb), y_want)
 
 
 def test_bad_loader_arguments_are_named(rng):

@@ -230,3 +230,29 @@ def test_module_moves_between_backends(gpu_package):
     assert model.weight.requires_grad
     model.to("numpy")
     assert type(model.weight) is ref.Tensor and isinstance(model.weight.data, np.ndarray)
+
+
+def tf32(v):
+    """v rounded to TF32 by hand: to the nearest multiple of 2^(e - 11) for |v| in
+    [2^(e - 1), 2^e), ties to even (numpy.round)."""
+    mantissa, exponent = np.frexp(v.astype(np.float64))                  # v = m 2^e, |m| in [.5, 1)
+    return np.ldexp(np.round(mantissa * 2 ** 11) / 2 ** 11, exponent).astype(np.float32)
+
+
+def test_tf32_products_round_the_operands_of_float32_products_only():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal((7, 3)).astype(
+        np.float32)
+    A, B = cp.asarray(a), cp.asarray(b)
+    try:
+        cp._core.set_tf32_products(True)
+        products = [cp.asnumpy(p) for p in (A @ B, cp.matmul(A, B), cp.dot(A, B))]
+        double = cp.asnumpy(A.astype(cp.float64) @ B.astype(cp.float64))
+    finally:
+        cp._core.set_tf32_products(False)
+    want = tf32(a).astype(np.float64) @ tf32(b).astype(np.float64)
+    for p in products:
+        np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-6)
+        assert np.abs(p - a.astype(np.float64) @ b).max() > 1e-4   # the rounding shows
+    np.testing.assert_array_equal(double, a.astype(np.float64) @ b.astype(np.float64))
+    np.testing.assert_allclose(cp.asnumpy(A @ B), a @ b, rtol=1e-6, atol=1e-6)   # off again

@@ -2,7 +2,7 @@
 
 The rest of the suite already runs the gpu backend on real CuPy when a device is present (and on
 the emulator otherwise); these tests add what the emulator cannot reproduce: cuBLAS float32
-numerics (no TF32), grids capped at the loader's MAX_BLOCKS on large arrays, a whole ResNet-18
+numerics (no TF32 unless gpu.set_tf32 asks for it), grids capped at the loader's MAX_BLOCKS on large arrays, a whole ResNet-18
 training step at full size against ref, and the GPU benchmark script running end to end.
 """
 import subprocess
@@ -30,6 +30,19 @@ def test_float32_matmul_is_not_tf32():
     got = gpu.cupy.asnumpy(gpu.cupy.asarray(a) @ gpu.cupy.asarray(b))
     want = a.astype(np.float64) @ b.astype(np.float64)
     assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+
+
+def test_set_tf32_switches_float32_products_to_tf32_and_back():
+    """gpu.set_tf32(True): TF32's ~1e-3 relative error shows (on Ampere and later); off: gone."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 512, 512)).astype(np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    errors = []
+    for enabled in (True, False):
+        gpu.set_tf32(enabled)
+        got = gpu.cupy.asnumpy(gpu.cupy.asarray(a) @ gpu.cupy.asarray(b))
+        errors.append(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    assert errors[0] > 1e-4 > errors[1], errors
 
 
 def test_pgd_step_covers_arrays_larger_than_the_grid():

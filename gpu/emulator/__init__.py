@@ -18,8 +18,9 @@ options.py        the switches:
 What the emulator cannot show (these need a real GPU: pytest -m gpu):
 - asynchrony and streams (every emulated launch completes before it returns), the memory pool and
   out-of-memory behaviour;
-- cuBLAS numerics (matmul/tensordot run numpy's BLAS; TF32), FMA contraction and denormal
-  flushing (-ftz): compare floats with tolerances; copies, clamps and signs are exact;
+- cuBLAS numerics (matmul/tensordot run numpy's BLAS; TF32 only as operands rounded to 10 bits),
+  FMA contraction and denormal flushing (-ftz): compare floats with tolerances; copies, clamps
+  and signs are exact;
 - the memory model between blocks and between warps (blocks run one after another, threads only
   interleave at barriers and shuffles, atomics never race), so races the order re-runs do not
   provoke stay hidden; reads of __shared__ memory no thread of the block wrote see values a

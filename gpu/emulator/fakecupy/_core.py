@@ -45,10 +45,35 @@ def unwrap(value):
 def call(function, *args, **kwargs):
     """function(*args, **kwargs) on the numpy arrays behind the arguments, result wrapped.
 
-    An `out=` ndarray is written in place and returned itself (as CuPy does)."""
+    An `out=` ndarray is written in place and returned itself (as CuPy does). The operands of a
+    matrix product are rounded to TF32 first when set_tf32_products(True) is in force."""
     out = kwargs.get("out")
-    result = function(*unwrap(args), **{k: unwrap(v) for k, v in kwargs.items()})
+    args = unwrap(args)
+    if function in _PRODUCTS:
+        args = tuple(_product_operand(a) for a in args)
+    result = function(*args, **{k: unwrap(v) for k, v in kwargs.items()})
     return out if out is not None else wrap(result)
+
+
+_PRODUCTS = (numpy.matmul, numpy.dot, numpy.tensordot)
+_TF32 = {"products": False}
+
+
+def set_tf32_products(enabled):
+    """Round the float32 operands of matrix products to TF32 (what cuBLAS does with the TF32
+    compute type; gpu.set_tf32 calls this on the emulator)."""
+    _TF32["products"] = enabled
+
+
+def _product_operand(a):
+    """a, or a float32 array rounded to TF32 (10 mantissa bits, to nearest, ties to even) when
+    TF32 products are on."""
+    if not (_TF32["products"] and isinstance(a, numpy.ndarray) and a.dtype == numpy.float32):
+        return a
+    bits = numpy.ascontiguousarray(a).view(numpy.uint32)
+    rounded = (bits + numpy.uint32(0x0FFF) + ((bits >> 13) & numpy.uint32(1))) & numpy.uint32(
+        0xFFFFE000)
+    return rounded.view(numpy.float32).reshape(a.shape)
 
 
 _SCALARS = (bool, int, float, complex, numpy.generic)
@@ -76,7 +101,11 @@ def _binary(name):
 
     def method(self, other):
         other = _operand(other)
-        return other if other is NotImplemented else wrap(numpy_method(self._array, other))
+        if other is NotImplemented:
+            return other
+        if name in ("__matmul__", "__rmatmul__"):
+            return wrap(numpy_method(_product_operand(self._array), _product_operand(other)))
+        return wrap(numpy_method(self._array, other))
     method.__name__ = name
     return method
 
