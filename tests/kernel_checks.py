@@ -17,8 +17,13 @@ def assert_close(got, want, dtype):
     np.testing.assert_allclose(cp.asnumpy(got), want, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
+def checked():
+    """Every re-run check of the emulator: reversed and shuffled block and thread order, one
+    block (ignored on a real GPU)."""
+    return options.checks("order", "one_block")
+
+
 def run(file, name, dtype, total, args, block=256):
-    """launch() under every re-run check of the emulator (reversed and shuffled block and thread
-    order, one block; ignored on a real GPU)."""
-    with options.checks("order", "one_block"):
+    """launch() under checked()."""
+    with checked():
         launch(file, name, dtype, total, args, block=block)

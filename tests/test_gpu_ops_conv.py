@@ -27,6 +27,25 @@ def test_signatures_match_ref(name):
 
 
 # ---- conv2d -----------------------------------------------------------------------------------
+def test_tf32_changes_float32_convolutions_by_its_rounding_only():
+    """gpu.set_tf32(True): float32 conv2d within TF32's error of ref (10-bit operands: relative
+    error ~1e-3 over a 27-term sum) but not equal to it; float64 unchanged; off again after."""
+    rng = np.random.default_rng(0)
+    x, W = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    want = ref.ops.conv2d(ref.Tensor(x), ref.Tensor(W), padding=1).data
+    try:
+        gpu.set_tf32(True)
+        tf32, double = (to_host(gpu.ops.conv2d(gpu.Tensor(gpu.asarray(x.astype(d))),
+                                               gpu.Tensor(gpu.asarray(W.astype(d))), padding=1))
+                        for d in (np.float32, np.float64))
+    finally:
+        gpu.set_tf32(False)
+    error = np.abs(tf32 - want).max() / np.abs(want).max()
+    assert 1e-5 < error < 1e-2
+    np.testing.assert_allclose(double, want, rtol=1e-10, atol=1e-12)
+    compare("conv2d", [x, W], dict(padding=1), np.float32)
+
+
 @given(case=conv_cases(), bias=st.booleans(), one_image_chunks=st.booleans(), dtype=DTYPES,
        seed=st.integers(0, 99))
 def test_conv2d_matches_ref(case, bias, one_image_chunks, dtype, seed):

@@ -7,11 +7,12 @@ x (n, c, h, w)  W (o, c, kh, kw)  b (o,)  y (n, o, oh, ow); a g prefix marks a g
     y[n, o, i, j] = b[o] + sum_{c, p, q} W[o, c, p, q] xpad[n, c, i sy + p dy, j sx + q dx]
     oh = (h + 2 ph - dy (kh - 1) - 1) // sy + 1                    (ow likewise)
 
-Layout: inside the op the input is channels-last and padded, xpad (n, hp, wp, c), so an im2col row
-(the window under one output pixel, ordered p, q, c) is made of contiguous runs of c values.
-The products leave y and gx channels-last too, and the op returns (n, c, h, w) views of that memory
-(as torch's channels_last format): the batch norm, relu and add that follow keep the order, so the
-next conv reads its input, and its gy, without a transpose.
+Layout: the columns are built channels-last, so an im2col row (the window under one output pixel,
+ordered p, q, c) is made of runs of c values; the im2col kernel reads x in either memory order
+through its strides and writes zeros for the padding, so no padded copy of x is made. The products
+leave y and gx channels-last too, and the op returns (n, c, h, w) views of that memory (as torch's
+channels_last format): the batch norm, relu and add that follow keep the order, so the next conv
+reads its input, and its gy, without a transpose.
 With cols (n oh ow, kh kw c), Wm (o, kh kw c) = W reordered to (o, p, q, c), yN the output as
 (n oh ow, o) rows and gyN its gradient likewise:
 
@@ -27,9 +28,12 @@ channels-last, xN (n h w, c), with no im2col of x:
     gx[n, c, i, j] = sum_{o, p, q} W[o, c, kh-1-p, kw-1-q] gypad[n, o, i + p dy, j + q dx]
     gW[o, c, kh-1-p, kw-1-q] = sum_{n, i, j} xN[n, i, j, c] gypad[n, o, i + p dy, j + q dx]
 
-im2col and col2im are kernels (gpu/kernels/conv.cu): im2col a gather with one thread per column
-element, col2im a gather with one thread per input element; the products go to cuBLAS through
-cupy.matmul.
+im2col and col2im are kernels (gpu/kernels/conv.cu) on a 2-D grid (channels x rows), with the
+padding inside: im2col a gather with one thread per (output pixel, channel), col2im a gather with
+one thread per (input pixel, channel) writing the unpadded gx; the products go to cuBLAS through
+cupy.matmul. Launches per conv (one chunk): forward im2col + product (+ bias), none for a 1x1
+stride-1 conv of channels-last x; backward one or two products, im2col or col2im, the gW reorder
+and the bias sum.
 
 Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
 column buffer is never built for a whole large batch (288 MiB for a 64 -> 64 channel 3x3 conv at
@@ -48,63 +52,72 @@ from ref.tensor import Op
 CHUNK_BYTES = 256 * 2 ** 20  # column buffer size per chunk of images (at least one image)
 
 
-def to_padded_nhwc(x, ph, pw, value=0.0):
-    """x (n, c, h, w) -> xpad (n, h + 2 ph, w + 2 pw, c), channels last, border set to value."""
-    return pad_nhwc(x.transpose(0, 2, 3, 1), ph, pw, value)
+def im2col(x, kh, kw, sy, sx, ph, pw, dy, dx):
+    """cols[n, i, j, p, q, c] = x[n, c, i sy + p dy - ph, j sx + q dx - pw] (0 outside x).
 
-
-def pad_nhwc(x, ph, pw, value=0.0):
-    """x (n, h, w, c) -> xpad (n, h + 2 ph, w + 2 pw, c), border set to value; x itself when
-    there is no padding and x is contiguous."""
-    n, h, w, c = x.shape
-    if ph == pw == 0 and x.flags.c_contiguous:
-        return x
-    xpad = cp.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)  # (n, hp, wp, c)
-    for border in (xpad[:, :ph], xpad[:, ph + h:], xpad[:, :, :pw], xpad[:, :, pw + w:]):
-        border[...] = value
-    interior(xpad, ph, pw, h, w)[...] = x
-    return xpad
-
-
-def interior(xpad, ph, pw, h, w):
-    """The (n, h, w, c) view of xpad (n, h + 2 ph, w + 2 pw, c) without its border."""
-    return xpad[:, ph:ph + h, pw:pw + w, :]
-
-
-def im2col(xpad, kh, kw, sy, sx, dy, dx):
-    """cols[n, i, j, p, q, c] = xpad[n, i sy + p dy, j sx + q dx, c], a contiguous copy.
-
-    xpad (n, hp, wp, c) -> cols (n, oh, ow, kh, kw, c) by the im2col kernel. No copy when cols
-    would equal xpad (a 1x1 kernel with stride 1).
+    x (m, c, h, w) in either memory order -> cols (m, oh, ow, kh, kw, c), contiguous, by the
+    im2col kernel; x's channels-last memory itself (no launch) for a 1x1 kernel with stride 1
+    and no padding.
     """
-    n, hp, wp, c = xpad.shape
-    if (kh, kw, sy, sx) == (1, 1, 1, 1):
-        return xpad[:, :, :, None, None, :]                                  # (n, oh, ow, 1, 1, c)
-    oh, ow = out_size(hp, kh, sy, 0, dy), out_size(wp, kw, sx, 0, dx)
-    cols = cp.empty((n, oh, ow, kh, kw, c), dtype=xpad.dtype)            # (n, oh, ow, kh, kw, c)
-    _launch("im2col", cp.ascontiguousarray(xpad), cols,
-            (hp, wp, c, kh, kw, sy, sx, dy, dx, oh, ow))
+    m, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sy, ph, dy), out_size(w, kw, sx, pw, dx)
+    if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, 0, 0) and is_channels_last(x):
+        return x.transpose(0, 2, 3, 1)[:, :, :, None, None, :]            # (m, oh, ow, 1, 1, c)
+    cols = cp.empty((m, oh, ow, kh, kw, c), dtype=x.dtype)               # (m, oh, ow, kh, kw, c)
+    memory, strides = _memory_and_strides(x)
+    rows = _rows(m * oh * ow, kh * kw * c)
+    launch("conv.cu", "im2col", x.dtype, (c, rows), (memory, cols, *strides,
+           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=_block(c))
     return cols
 
 
-def col2im(gcols, hp, wp, sy, sx, dy, dx):
-    """The adjoint of im2col: gxpad[n, i sy + p dy, j sx + q dx, c] += gcols[n, i, j, p, q, c].
-
-    gcols (n, oh, ow, kh, kw, c) -> gxpad (n, hp, wp, c) by the col2im kernel, a gather: each
-    element of gxpad sums the column entries that read it.
-    """
-    n, oh, ow, kh, kw, c = gcols.shape
-    gxpad = cp.empty((n, hp, wp, c), dtype=gcols.dtype)            # (n, hp, wp, c)
-    _launch("col2im", cp.ascontiguousarray(gcols), gxpad,
-            (hp, wp, c, kh, kw, sy, sx, dy, dx, oh, ow))
-    return gxpad
+def col2im(gcols, h, w, sy, sx, ph, pw, dy, dx, out):
+    """The adjoint of im2col, into out (m, h, w, c) contiguous: out[n, r, s, c] = the sum of
+    gcols[n, i, j, p, q, c] over r + ph = i sy + p dy, s + pw = j sx + q dx, by the col2im
+    kernel (a gather: each element of out sums the column entries that read it)."""
+    m, oh, ow, kh, kw, c = gcols.shape
+    rows = _rows(m * h * w, kh * kw * c)
+    launch("conv.cu", "col2im", gcols.dtype, (c, rows), (cp.ascontiguousarray(gcols), out,
+           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=_block(c))
+    return out
 
 
-def _launch(name, source, target, sizes):
-    """Run im2col or col2im of conv.cu, one thread per element of target; sizes: hp wp c kh kw
-    sy sx dy dx oh ow."""
-    launch("conv.cu", name, target.dtype, target.size,
-           (source, target, *(cp.int32(v) for v in sizes), cp.int64(target.size)))
+def is_channels_last(x):
+    """Whether x (n, c, h, w) is a view of contiguous NHWC memory (as conv2d returns)."""
+    return x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _memory_and_strides(x):
+    """(contiguous memory, element strides of its n, h, w, c axes) of x (n, c, h, w): x's own
+    memory when it is NHWC or NCHW contiguous, else a contiguous copy."""
+    n, c, h, w = x.shape
+    if is_channels_last(x):
+        return x.transpose(0, 2, 3, 1), _longs(h * w * c, w * c, c, 1)
+    x = cp.ascontiguousarray(x)                                           # (n, c, h, w)
+    return x, _longs(c * h * w, w, 1, h * w)
+
+
+def _rows(rows, width):
+    """rows, checked so that the kernels' int arithmetic cannot overflow."""
+    if rows * width >= 2 ** 31:
+        raise ValueError(f"conv2d: one image needs {rows * width} column entries, more than "
+                         f"the 2^31 the kernels index; use smaller images or fewer channels")
+    return rows
+
+
+def _block(c):
+    """A 2-D block (x over channels, y over rows) of 256 threads: 32 channels wide, or fewer
+    for narrow inputs (3 channels: 4 x 64)."""
+    width = min(32, 1 << max(c - 1, 0).bit_length())
+    return (width, 256 // width)
+
+
+def _ints(*values):
+    return tuple(cp.int32(v) for v in values)
+
+
+def _longs(*values):
+    return tuple(cp.int64(v) for v in values)
 
 
 class Conv2d(Op):
@@ -163,19 +176,18 @@ class Conv2d(Op):
         o, _, kh, kw = self.W_shape
         oh, ow = gy.shape[2:]
         gxN = cp.empty((n, h, w, c), dtype=gy.dtype) if want_gx else None          # (n, h, w, c)
-        gWm = cp.zeros((o, kh * kw * c), dtype=gy.dtype) if want_gW else None      # (o, kh*kw*c)
+        gWm = None                                                                 # (o, kh*kw*c)
         Wm = self.W.transpose(0, 2, 3, 1).reshape(o, kh * kw * c) if want_gx else None
         for a in range(0, n, self.step):
             chunk = slice(a, a + self.step)
             gyN = cp.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
             gyN = gyN.reshape(-1, o)                                               # (m*oh*ow, o)
             if want_gW:
-                gWm += gyN.T @ self._cols(self.x[chunk])                           # (o, kh*kw*c)
+                gWm = _accumulate(gWm, gyN.T, self._cols(self.x[chunk]))           # (o, kh*kw*c)
             if want_gx:
                 gcols = (gyN @ Wm).reshape(-1, oh, ow, kh, kw, c)           # (m, oh, ow, kh, kw, c)
-                gxpad = col2im(gcols, h + 2 * self.ph, w + 2 * self.pw,
-                               self.sy, self.sx, self.dy, self.dx)                 # (m, hp, wp, c)
-                gxN[chunk] = interior(gxpad, self.ph, self.pw, h, w)               # (m, h, w, c)
+                col2im(gcols, h, w, self.sy, self.sx, self.ph, self.pw, self.dy, self.dx,
+                       out=gxN[chunk])                                             # (m, h, w, c)
         gx = gxN.transpose(0, 3, 1, 2) if want_gx else None                        # (n, c, h, w)
         gW = gWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2) if want_gW else None  # (o, c, kh, kw)
         return gx, gW
@@ -190,17 +202,15 @@ class Conv2d(Op):
         Wt = self.W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)                       # (kh, kw, o, c)
         Wt = Wt.reshape(kh * kw * o, c)                                            # (kh*kw*o, c)
         gxN = cp.empty((n, h, w, c), dtype=gy.dtype)                               # (n, h, w, c)
-        gWt = cp.zeros((c, kh * kw * o), dtype=gy.dtype) if want_gW else None      # (c, kh*kw*o)
+        gWt = None                                                                 # (c, kh*kw*o)
         for a in range(0, n, step):
             chunk = slice(a, a + step)
-            gyN = cp.ascontiguousarray(gy[chunk].transpose(0, 2, 3, 1))          # (m, oh, ow, o)
-            gypad = pad_nhwc(gyN, *gy_padding)                                     # (m, ., ., o)
-            gcols = im2col(gypad, kh, kw, 1, 1, self.dy, self.dx)             # (m, h, w, kh, kw, o)
+            gcols = im2col(gy[chunk], kh, kw, 1, 1, *gy_padding, self.dy, self.dx)
             gcols = gcols.reshape(-1, kh * kw * o)                               # (m*h*w, kh*kw*o)
             cp.matmul(gcols, Wt, out=gxN[chunk].reshape(-1, c))                   # (m*h*w, c)
             if want_gW:
                 xN = self.x[chunk].transpose(0, 2, 3, 1).reshape(-1, c)            # (m*h*w, c)
-                gWt += xN.T @ gcols                                                # (c, kh*kw*o)
+                gWt = _accumulate(gWt, xN.T, gcols)                                # (c, kh*kw*o)
         gx = gxN.transpose(0, 3, 1, 2)                                             # (n, c, h, w)
         if not want_gW:
             return gx, None
@@ -210,11 +220,19 @@ class Conv2d(Op):
     def _cols(self, x):
         """im2col of a chunk of x (m, c, h, w) as a matrix (m*oh*ow, kh*kw*c)."""
         kh, kw = self.W_shape[2:]
-        xpad = to_padded_nhwc(x, self.ph, self.pw)                       # (m, hp, wp, c)
-        cols = im2col(xpad, kh, kw, self.sy, self.sx, self.dy, self.dx)  # (m, oh, ow, kh, kw, c)
+        cols = im2col(x, kh, kw, self.sy, self.sx, self.ph, self.pw, self.dy,
+                      self.dx)                                           # (m, oh, ow, kh, kw, c)
         return cols.reshape(-1, kh * kw * x.shape[1])                    # (m*oh*ow, kh*kw*c)
 
     _check = staticmethod(_RefConv2d._check)
+
+
+def _accumulate(total, a, b):
+    """a @ b, added to total unless total is None (the first chunk: no zero fill, no add)."""
+    if total is None:
+        return a @ b
+    total += a @ b
+    return total
 
 
 def conv2d(x, W, b=None, stride=1, padding=0, dilation=1):
