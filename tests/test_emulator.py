@@ -170,7 +170,8 @@ def test_loader_reads_declarations(tmp_path):
         ("x", "T", True), ("b", "T", True), ("y", "T", True), ("n", "long long", False),
         ("m", "int", False), ("alpha", "T", False)]
     assert axpb.expressions() == ["axpb<float>", "axpb<double>"] and axpb.block is None
-    assert found["block_sum"].block == (128,) and found["relu_where"].expressions() == ["relu_where"]
+    assert found["block_sum"].block == (128,)
+    assert found["relu_where"].expressions() == ["relu_where"]
     unsized = tmp_path / "unsized.cu"
     unsized.write_text("template <typename T>\n__global__ void f(T* y)\n{ __syncthreads(); }\n")
     with pytest.raises(ValueError, match=r"unsized.cu::f: uses barriers .* `// block: 256`"):

@@ -2,8 +2,9 @@
 
 The rest of the suite already runs the gpu backend on real CuPy when a device is present (and on
 the emulator otherwise); these tests add what the emulator cannot reproduce: cuBLAS float32
-numerics (no TF32 unless gpu.set_tf32 asks for it), grids capped at the loader's MAX_BLOCKS on large arrays, a whole ResNet-18
-training step at full size against ref, and the GPU benchmark script running end to end.
+numerics (no TF32 unless gpu.set_tf32 asks for it), grids capped at the loader's MAX_BLOCKS on
+large arrays, a whole ResNet-18 training step at full size against ref, and the GPU benchmark
+script running end to end.
 """
 import subprocess
 import sys

@@ -172,6 +172,14 @@ def launch(file, name, dtype, total, args, block=256):
     _function(file, expression)(grid, blocks, tuple(args))
 
 
+def channel_block(c):
+    """The 2-D block (x over channels, y over rows) of 256 threads for kernels that put the
+    channels of channels-last memory along x: 32 channels wide (one warp per row of a block,
+    coalesced), or fewer for narrow inputs (3 channels: 4 x 64)."""
+    width = min(32, 1 << max(c - 1, 0).bit_length())
+    return (width, 256 // width)
+
+
 def _dims(value):
     """An int or a pair as a tuple: 256 -> (256,), (32, 8) -> (32, 8)."""
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)

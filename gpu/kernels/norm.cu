@@ -1,110 +1,300 @@
-// Batch normalisation (gpu/ops/norm.py): per-channel statistics, apply, and backward.
+// Batch normalisation (gpu/ops/norm.py): per-channel statistics, apply, and backward, on
+// channels-last memory.
 //
-// Notation as in ref/ops/norm.py: x viewed as (n, c, s) (s = h w, or 1 for (n, c) input); every
-// statistic is per channel ch over its m = n s values, the k-th of which (0 <= k < m) is
-//     x[(k / s) c s + ch s + k % s].
-//     batch_norm_stats:     mean = sum x / m,   var = sum (x - mean)^2 / m          (two passes)
-//     batch_norm_apply:     y = (x - mean) scale + shift    (scale = weight / sqrt(var + eps))
-//     batch_norm_sums:      gbias = sum gy,   gweight = sum gy (x - mean) inv_std
-//     batch_norm_backward:  gx = scale (gy - gbias / m - (x - mean) inv_std gweight / m)
-// The reductions run one block of 256 threads per channel (a grid-stride loop over channels):
-// each thread sums a strided share of the channel, then a shared-memory tree adds the 256 parts.
+// Notation as in ref/ops/norm.py: x is the (m, c) matrix of the channels-last memory (m = n h w
+// rows, or n for (n, c) input; row k holds the c channels of one pixel), so element (k, ch) lies
+// at k c + ch and every statistic is per channel ch over the m rows. g prefix = gradient.
+//     mean = sum x / m,   var = sum (x - mean)^2 / m                       (biased)
+//     inv_std = 1 / sqrt(var + eps),   scale = weight inv_std,   shift = bias
+//     y = (x - mean) scale + shift
+//     gbias = sum gy,   gweight = inv_std sum gy (x - mean)
+//     gx = scale (gy - gbias / m - (x - mean) inv_std gweight / m)        (training)
+//     gx = scale gy                                                         (eval)
+//
+// Launches per call (the host, gpu/ops/norm.py):
+//     training forward:  batch_norm_partial_stats, batch_norm_finalize_stats, batch_norm_apply
+//     eval forward:      batch_norm_eval_coefficients, batch_norm_apply
+//     training backward: batch_norm_partial_sums, batch_norm_finalize_sums, batch_norm_backward
+//                        (the last only when x needs its gradient)
+//     eval backward:     batch_norm_backward_eval, after the two sum kernels when weight or bias
+//                        needs its gradient
+//
+// The reductions (partial_stats, partial_sums) run on a 2-D grid of 32 x 8 blocks: threadIdx.x
+// over 32 consecutive channels (a warp reads 32 consecutive values of a row: coalesced),
+// threadIdx.y over rows; blockIdx.x over the groups of 32 channels and blockIdx.y over the
+// `slabs` row slabs, both with grid-stride loops (correct for any grid >= 1). Slab r holds the
+// rows r rows_per_slab <= k < min(m, (r + 1) rows_per_slab) (the host keeps
+// slabs rows_per_slab >= m; a slab past m is empty); its result per channel goes to row r of the
+// (slabs, c) partial arrays, which the finalize kernels (one thread per channel) merge in slab
+// order. Statistics are merged with Chan et al.'s parallel formula, exact in exact arithmetic and
+// free of the cancellation of sum x^2 - m mean^2 in float32: for parts a, b of na, nb values
+// with means ma, mb and sums of squared deviations M2a, M2b,
+//     n = na + nb,  delta = mb - ma,  mean = ma + delta nb / n,  M2 = M2a + M2b + delta^2 na nb / n
+// Each thread first does an exact two-pass mean and M2 over its own rows (it reads them twice),
+// then the 8 threads of a column merge through a shared-memory tree, then the finalize merges
+// the slabs. The elementwise kernels (apply, backward) use the same 2-D layout with any block:
+// per-channel values are loaded once per thread and there is no division per element.
+//
+// Absent arrays: weight, bias and the running statistics may be absent; the host then passes a
+// size-0 placeholder array and the flag has_weight / has_bias / has_running = 0 (1 when present),
+// and the kernel never reads the placeholder (weight 1, bias 0, no running-statistics update).
 
-// The element k of channel ch in the (n, c, s) layout.
-__device__ __forceinline__ long long channel_element(long long k, int ch, int c, long long s)
-{
-    return (k / s * c + ch) * s + k % s;
-}
+constexpr int BLOCK_X = 32;   // channels per block of the reductions, as `// block: 32 8`
+constexpr int BLOCK_Y = 8;    // rows per block of the reductions
 
-// The sum of v over the 256 threads of the block, returned to every thread. All threads of the
-// block must call it (it has barriers); partial is the block's shared scratch of 256 values.
+// Merge part b (mean_b, m2_b over n_b values) into part a (mean, m2 over n values) by Chan's
+// formula; either part may be empty.
 template <typename T>
-__device__ T block_total(T v, T* partial)
+__device__ __forceinline__ void chan_merge(T& mean, T& m2, long long& n, const T mean_b,
+                                           const T m2_b, const long long n_b)
 {
-    partial[threadIdx.x] = v;
-    __syncthreads();
-    for (int half = 128; half > 0; half >>= 1) {
-        if ((int)threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-        __syncthreads();
-    }
-    const T total = partial[0];
-    __syncthreads();   // everyone has read partial[0] before the next call overwrites it
-    return total;
+    if (n_b == 0) return;
+    const long long total = n + n_b;
+    const T delta = mean_b - mean;
+    const T weight_b = T(n_b) / T(total);                     // nb / n
+    mean += delta * weight_b;
+    m2 += m2_b + delta * delta * T(n) * weight_b;             // delta^2 na nb / n
+    n = total;
 }
 
-// One block per channel: mean (c,) and biased var (c,).
-// block: 256
+// The number of rows of slab r: min(m, (r + 1) rows_per_slab) - r rows_per_slab, or 0.
+__device__ __forceinline__ long long slab_rows(const int r, const long long rows_per_slab,
+                                               const long long m)
+{
+    const long long begin = r * rows_per_slab;
+    const long long end = begin + rows_per_slab < m ? begin + rows_per_slab : m;
+    return end > begin ? end - begin : 0;
+}
+
+// Per (slab r, channel ch): the mean part_mean[r, ch] and the sum of squared deviations
+// part_m2[r, ch] of x[k, ch] over the rows k of slab r (0 and 0 for an empty slab).
+// Every thread takes part in the barriers (also those with ch >= c, which hold an empty part);
+// the loops over channel groups and slabs are block-uniform.
+// block: 32 8
 template <typename T>
-__global__ void batch_norm_stats(const T* x, T* mean, T* var, const int c, const long long s,
-                                 const long long m)
+__global__ void batch_norm_partial_stats(const T* x, T* part_mean, T* part_m2, const int c,
+                                         const long long m, const int slabs,
+                                         const long long rows_per_slab)
 {
-    __shared__ T partial[256];
-    for (int ch = blockIdx.x; ch < c; ch += gridDim.x) {
-        T sum = T(0);
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            sum += x[channel_element(k, ch, c, s)];
-        }
-        const T mu = block_total(sum, partial) / T(m);
-        T squares = T(0);
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            const T d = x[channel_element(k, ch, c, s)] - mu;
-            squares += d * d;
-        }
-        const T sigma2 = block_total(squares, partial) / T(m);
-        if (threadIdx.x == 0) {
-            mean[ch] = mu;
-            var[ch] = sigma2;
+    __shared__ T shared_mean[BLOCK_Y][BLOCK_X];
+    __shared__ T shared_m2[BLOCK_Y][BLOCK_X];
+    __shared__ long long shared_n[BLOCK_Y][BLOCK_X];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    for (int group = (int)blockIdx.x * BLOCK_X; group < c; group += (int)gridDim.x * BLOCK_X) {
+        const int ch = group + tx;
+        for (int r = (int)blockIdx.y; r < slabs; r += (int)gridDim.y) {
+            const long long begin = r * rows_per_slab;
+            const long long end = begin + slab_rows(r, rows_per_slab, m);
+            T mean = T(0), m2 = T(0);
+            long long n = 0;
+            if (ch < c) {
+                T sum = T(0);                                 // pass 1: the thread's mean
+                for (long long k = begin + ty; k < end; k += BLOCK_Y) {
+                    sum += x[k * c + ch];
+                    ++n;
+                }
+                if (n > 0) mean = sum / T(n);
+                for (long long k = begin + ty; k < end; k += BLOCK_Y) {   // pass 2: its M2
+                    const T d = x[k * c + ch] - mean;
+                    m2 += d * d;
+                }
+            }
+            shared_mean[ty][tx] = mean;
+            shared_m2[ty][tx] = m2;
+            shared_n[ty][tx] = n;
+            __syncthreads();
+            for (int half = BLOCK_Y / 2; half > 0; half >>= 1) {   // rows ty and ty + half
+                if (ty < half) {
+                    chan_merge(mean, m2, n, shared_mean[ty + half][tx], shared_m2[ty + half][tx],
+                               shared_n[ty + half][tx]);
+                    shared_mean[ty][tx] = mean;
+                    shared_m2[ty][tx] = m2;
+                    shared_n[ty][tx] = n;
+                }
+                __syncthreads();
+            }
+            // thread row 0 holds the slab's part in registers; the barrier above orders its last
+            // read of row 1 before the next iteration's writes
+            if (ty == 0 && ch < c) {
+                part_mean[(long long)r * c + ch] = mean;
+                part_m2[(long long)r * c + ch] = m2;
+            }
         }
     }
 }
 
-// One thread per element: y = (x - mean[ch]) scale[ch] + shift[ch].
+// One thread per channel: merge the slab parts in order into mean and var = M2 / m, then
+//     inv_std = 1 / sqrt(var + eps),  scale = weight inv_std (inv_std when has_weight = 0),
+//     shift = bias (0 when has_bias = 0),
+// and when has_running = 1 update the running statistics in place:
+//     running_mean <- (1 - momentum) running_mean + momentum mean
+//     running_var  <- (1 - momentum) running_var  + momentum var m / (m - 1)
+// (var itself when biased_running_var = 1; the host guarantees m > 1).
+template <typename T>
+__global__ void batch_norm_finalize_stats(const T* part_mean, const T* part_m2, const T* weight,
+                                          const T* bias, T* running_mean, T* running_var,
+                                          T* mean, T* inv_std, T* scale, T* shift, const int c,
+                                          const long long m, const int slabs,
+                                          const long long rows_per_slab, const int has_weight,
+                                          const int has_bias, const int has_running,
+                                          const int biased_running_var, const T momentum,
+                                          const T eps)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        T mu = T(0), m2 = T(0);
+        long long n = 0;
+        for (int r = 0; r < slabs; ++r) {
+            const long long e = (long long)r * c + ch;
+            chan_merge(mu, m2, n, part_mean[e], part_m2[e], slab_rows(r, rows_per_slab, m));
+        }
+        const T var = m2 / T(m);
+        const T inv = T(1) / sqrt(var + eps);
+        mean[ch] = mu;
+        inv_std[ch] = inv;
+        scale[ch] = has_weight ? weight[ch] * inv : inv;
+        shift[ch] = has_bias ? bias[ch] : T(0);
+        if (has_running) {
+            const T batch_var = biased_running_var ? var : var * (T(m) / T(m - 1));
+            running_mean[ch] = (T(1) - momentum) * running_mean[ch] + momentum * mu;
+            running_var[ch] = (T(1) - momentum) * running_var[ch] + momentum * batch_var;
+        }
+    }
+}
+
+// One thread per channel, eval mode: mean = running_mean (a copy: backward uses it even if the
+// buffers change later), inv_std = 1 / sqrt(running_var + eps), scale and shift as in
+// batch_norm_finalize_stats.
+template <typename T>
+__global__ void batch_norm_eval_coefficients(const T* running_mean, const T* running_var,
+                                             const T* weight, const T* bias, T* mean,
+                                             T* inv_std, T* scale, T* shift, const int c,
+                                             const int has_weight, const int has_bias,
+                                             const T eps)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        const T inv = T(1) / sqrt(running_var[ch] + eps);
+        mean[ch] = running_mean[ch];
+        inv_std[ch] = inv;
+        scale[ch] = has_weight ? weight[ch] * inv : inv;
+        shift[ch] = has_bias ? bias[ch] : T(0);
+    }
+}
+
+// One thread per (row, channel) element of the (m, c) matrices:
+//     y = (x - mean) scale + shift.
 template <typename T>
 __global__ void batch_norm_apply(const T* x, const T* mean, const T* scale, const T* shift, T* y,
-                                 const int c, const long long s, const long long total)
+                                 const int c, const long long m)
 {
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)blockDim.x * gridDim.x) {
-        const int ch = (int)(t / s % c);
-        y[t] = (x[t] - mean[ch]) * scale[ch] + shift[ch];
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        const T mu = mean[ch], s = scale[ch], b = shift[ch];
+        for (long long k = blockIdx.y * (long long)blockDim.y + threadIdx.y; k < m;
+             k += (long long)blockDim.y * gridDim.y) {
+            const long long e = k * c + ch;
+            y[e] = (x[e] - mu) * s + b;
+        }
     }
 }
 
-// One block per channel: gbias = sum gy and gweight = sum gy x_hat, x_hat = (x - mean) inv_std.
-// block: 256
+// Per (slab r, channel ch): part_sum[r, ch] = sum gy and part_dot[r, ch] = sum gy (x - mean)
+// over the rows of slab r (0 for an empty slab); plain sums per thread, then a shared-memory tree
+// over the 8 thread rows (same grid, loops and barrier rules as batch_norm_partial_stats).
+// block: 32 8
 template <typename T>
-__global__ void batch_norm_sums(const T* gy, const T* x, const T* mean, const T* inv_std,
-                                T* gbias, T* gweight, const int c, const long long s,
-                                const long long m)
+__global__ void batch_norm_partial_sums(const T* gy, const T* x, const T* mean, T* part_sum,
+                                        T* part_dot, const int c, const long long m,
+                                        const int slabs, const long long rows_per_slab)
 {
-    __shared__ T partial[256];
-    for (int ch = blockIdx.x; ch < c; ch += gridDim.x) {
-        T sum = T(0), dot = T(0);
-        for (long long k = threadIdx.x; k < m; k += blockDim.x) {
-            const long long e = channel_element(k, ch, c, s);
-            sum += gy[e];
-            dot += gy[e] * (x[e] - mean[ch]);
-        }
-        const T total = block_total(sum, partial);
-        const T projection = block_total(dot, partial) * inv_std[ch];
-        if (threadIdx.x == 0) {
-            gbias[ch] = total;
-            gweight[ch] = projection;
+    __shared__ T shared_sum[BLOCK_Y][BLOCK_X];
+    __shared__ T shared_dot[BLOCK_Y][BLOCK_X];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    for (int group = (int)blockIdx.x * BLOCK_X; group < c; group += (int)gridDim.x * BLOCK_X) {
+        const int ch = group + tx;
+        for (int r = (int)blockIdx.y; r < slabs; r += (int)gridDim.y) {
+            const long long begin = r * rows_per_slab;
+            const long long end = begin + slab_rows(r, rows_per_slab, m);
+            T sum = T(0), dot = T(0);
+            if (ch < c) {
+                const T mu = mean[ch];
+                for (long long k = begin + ty; k < end; k += BLOCK_Y) {
+                    const long long e = k * c + ch;
+                    sum += gy[e];
+                    dot += gy[e] * (x[e] - mu);
+                }
+            }
+            shared_sum[ty][tx] = sum;
+            shared_dot[ty][tx] = dot;
+            __syncthreads();
+            for (int half = BLOCK_Y / 2; half > 0; half >>= 1) {
+                if (ty < half) {
+                    sum += shared_sum[ty + half][tx];
+                    dot += shared_dot[ty + half][tx];
+                    shared_sum[ty][tx] = sum;
+                    shared_dot[ty][tx] = dot;
+                }
+                __syncthreads();
+            }
+            if (ty == 0 && ch < c) {
+                part_sum[(long long)r * c + ch] = sum;
+                part_dot[(long long)r * c + ch] = dot;
+            }
         }
     }
 }
 
-// One thread per element: gx of training mode from the per-channel sums.
+// One thread per channel: gbias = sum over slabs of part_sum, gweight = inv_std sum over slabs
+// of part_dot (in slab order).
+template <typename T>
+__global__ void batch_norm_finalize_sums(const T* part_sum, const T* part_dot, const T* inv_std,
+                                         T* gbias, T* gweight, const int c, const int slabs)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        T sum = T(0), dot = T(0);
+        for (int r = 0; r < slabs; ++r) {
+            sum += part_sum[(long long)r * c + ch];
+            dot += part_dot[(long long)r * c + ch];
+        }
+        gbias[ch] = sum;
+        gweight[ch] = dot * inv_std[ch];
+    }
+}
+
+// One thread per (row, channel) element, training mode:
+//     gx = scale (gy - gbias / m - (x - mean) inv_std gweight / m).
 template <typename T>
 __global__ void batch_norm_backward(const T* gy, const T* x, const T* mean, const T* inv_std,
                                     const T* scale, const T* gbias, const T* gweight, T* gx,
-                                    const int c, const long long s, const long long m,
-                                    const long long total)
+                                    const int c, const long long m)
 {
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)blockDim.x * gridDim.x) {
-        const int ch = (int)(t / s % c);
-        const T x_hat = (x[t] - mean[ch]) * inv_std[ch];
-        gx[t] = scale[ch] * (gy[t] - gbias[ch] / T(m) - x_hat * gweight[ch] / T(m));
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        const T mu = mean[ch], inv = inv_std[ch], s = scale[ch];
+        const T mean_gy = gbias[ch] / T(m), mean_gy_x_hat = gweight[ch] / T(m);
+        for (long long k = blockIdx.y * (long long)blockDim.y + threadIdx.y; k < m;
+             k += (long long)blockDim.y * gridDim.y) {
+            const long long e = k * c + ch;
+            const T x_hat = (x[e] - mu) * inv;
+            gx[e] = s * (gy[e] - mean_gy - x_hat * mean_gy_x_hat);
+        }
+    }
+}
+
+// One thread per (row, channel) element, eval mode: gx = scale gy.
+template <typename T>
+__global__ void batch_norm_backward_eval(const T* gy, const T* scale, T* gx, const int c,
+                                         const long long m)
+{
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
+         ch += (int)(blockDim.x * gridDim.x)) {
+        const T s = scale[ch];
+        for (long long k = blockIdx.y * (long long)blockDim.y + threadIdx.y; k < m;
+             k += (long long)blockDim.y * gridDim.y) {
+            const long long e = k * c + ch;
+            gx[e] = s * gy[e];
+        }
     }
 }

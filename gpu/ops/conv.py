@@ -44,7 +44,7 @@ columns). Forward keeps x only when W needs a gradient and W only when x needs o
 input gradient needs no columns at all).
 """
 from gpu import cupy as cp
-from gpu.kernels import launch
+from gpu.kernels import channel_block, launch
 from ref.ops.conv import Conv2d as _RefConv2d
 from ref.ops.conv import check_input, out_size, pair  # noqa: F401 (shared with ref, as its API)
 from ref.tensor import Op
@@ -67,7 +67,7 @@ def im2col(x, kh, kw, sy, sx, ph, pw, dy, dx):
     memory, strides = _memory_and_strides(x)
     rows = _rows(m * oh * ow, kh * kw * c)
     launch("conv.cu", "im2col", x.dtype, (c, rows), (memory, cols, *strides,
-           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=_block(c))
+           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=channel_block(c))
     return cols
 
 
@@ -78,7 +78,7 @@ def col2im(gcols, h, w, sy, sx, ph, pw, dy, dx, out):
     m, oh, ow, kh, kw, c = gcols.shape
     rows = _rows(m * h * w, kh * kw * c)
     launch("conv.cu", "col2im", gcols.dtype, (c, rows), (cp.ascontiguousarray(gcols), out,
-           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=_block(c))
+           *_ints(h, w, c, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow, rows)), block=channel_block(c))
     return out
 
 
@@ -103,13 +103,6 @@ def _rows(rows, width):
         raise ValueError(f"conv2d: one image needs {rows * width} column entries, more than "
                          f"the 2^31 the kernels index; use smaller images or fewer channels")
     return rows
-
-
-def _block(c):
-    """A 2-D block (x over channels, y over rows) of 256 threads: 32 channels wide, or fewer
-    for narrow inputs (3 channels: 4 x 64)."""
-    width = min(32, 1 << max(c - 1, 0).bit_length())
-    return (width, 256 // width)
 
 
 def _ints(*values):

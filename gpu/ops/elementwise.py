@@ -5,6 +5,7 @@ Notation: x, a, b inputs; y output; gy gradient of the output; every array keeps
 Tie rules: relu'(0) = 0, abs'(0) = sign(0) = 0, sign' = 0.
 """
 from gpu import cupy as cp
+from gpu.kernels import launch
 from ref.ops.elementwise import _shape
 from ref.tensor import Op
 
@@ -148,14 +149,38 @@ class Sign(Op):
 
 
 class ReLU(Op):
-    """y = max(x, 0);  gx = gy * [x > 0]  (relu'(0) = 0)"""
+    """y = max(x, 0);  gx = gy * [x > 0] = gy * [y > 0]  (relu'(0) = 0; a NaN x gives 0)
+
+    Forward saves y (no mask array); backward is the relu_backward kernel (one launch) when gy
+    and y are stored in one dense memory order, as conv and batch-norm outputs are, else two
+    cupy operators; gx is stored in y's order either way."""
 
     def forward(self, x):
-        self.positive = x > 0
-        return cp.maximum(x, 0)              # (same shape and dtype as x); NaN stays NaN
+        self.y = cp.maximum(x, 0)            # (same shape, dtype and memory order as x)
+        return self.y
 
     def backward(self, gy):
-        return (gy * self.positive,)
+        order = _dense_order(gy, self.y)
+        if order is None or gy.dtype != self.y.dtype:
+            gx = cp.empty_like(self.y, dtype=gy.dtype)                 # (y's memory order)
+            return (cp.multiply(gy, self.y > 0, out=gx),)
+        gx = cp.empty(self.y.transpose(order).shape, dtype=gy.dtype)   # (y's shape in `order`)
+        launch("elementwise.cu", "relu_backward", gy.dtype, gx.size,
+               (gy.transpose(order), self.y.transpose(order), gx, cp.int64(gx.size)))
+        return (gx.transpose(_inverse(order)),)
+
+
+def _dense_order(*arrays):
+    """The axis order in which every array is C-contiguous (the first array's axes by
+    decreasing stride), or None when there is none: (0, 2, 3, 1) for NHWC memory viewed as
+    (n, c, h, w)."""
+    a = arrays[0]
+    order = tuple(sorted(range(a.ndim), key=lambda i: -a.strides[i]))
+    return order if all(b.transpose(order).flags.c_contiguous for b in arrays) else None
+
+
+def _inverse(order):
+    return tuple(sorted(range(len(order)), key=order.__getitem__))
 
 
 class Sigmoid(Op):
