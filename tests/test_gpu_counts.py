@@ -115,6 +115,18 @@ def test_an_attack_reads_from_the_device_once(attack):
     assert counted(lambda: attack(model, x, y)).syncs == 1
 
 
+def test_pgd_uploads_only_its_random_start():
+    """A host -> device copy from pageable memory waits for the device's queue, so none per
+    step: the step size and radius are filled on the device; one upload per random start."""
+    model = Sequential(Flatten(), Linear(12, 3, rng=np.random.default_rng(0))).to("gpu")
+    data = np.random.default_rng(1)
+    x, y = cp.asarray(data.random((4, 3, 2, 2))), cp.asarray(data.integers(0, 3, 4))
+    for restarts in (1, 3):
+        counts = counted(lambda: attacks.pgd(model, x, y, 0.1, 0.02, 7, restarts=restarts,
+                                             rng=np.random.default_rng(0)))
+        assert counts.total("upload") == restarts, counts.table(by="call")
+
+
 # ---- what counts as what -------------------------------------------------------------------------
 def test_views_launch_nothing_and_results_launch_one_kernel_each():
     a = cp.ones((4, 6), dtype=cp.float32)

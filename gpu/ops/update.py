@@ -20,6 +20,8 @@ iterate, g = grad_x loss, x0 the clean images, alpha the step, eps the L-inf rad
 The names ending in "_" update their first array (and the buffer) in place and return None.
 Kernels: gpu/kernels/update.cu, one thread per element; p and the buffers must be C-contiguous.
 """
+import numbers
+
 from gpu import cupy as cp
 from gpu.kernels import launch
 from ref.ops.update import _check_buffer
@@ -75,8 +77,12 @@ def pgd_step(x, g, x0, alpha, eps):
 
 def _per_sample(value, x):
     """alpha or eps as a device array (n,) of x's dtype: a number repeated, or an array of one
-    value per sample, shaped (n, 1, .., 1) (or one element) to broadcast against x (n, ...)."""
+    value per sample, shaped (n, 1, .., 1) (or one element) to broadcast against x (n, ...).
+    A number is written by a fill on the device: no upload (a host -> device copy from pageable
+    memory waits for the device's queue)."""
     n = x.shape[0]
+    if isinstance(value, numbers.Real):
+        return cp.full(n, value, dtype=x.dtype)                              # (n,)
     a = cp.asarray(value, dtype=x.dtype)
     if a.size != 1 and a.shape != (n,) + (1,) * (x.ndim - 1):
         raise ValueError(f"pgd_step: alpha and eps must be numbers or per-sample arrays of shape "
