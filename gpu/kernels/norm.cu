@@ -42,19 +42,59 @@
 constexpr int BLOCK_X = 32;   // channels per block of the reductions, as `// block: 32 8`
 constexpr int BLOCK_Y = 8;    // rows per block of the reductions
 
-// Merge part b (mean_b, m2_b over n_b values) into part a (mean, m2 over n values) by Chan's
-// formula; either part may be empty.
+// The part of one channel's statistics held by a thread, a block row or a slab: its mean and
+// sum of squared deviations m2 over n values (the forward reduction) ...
 template <typename T>
-__device__ __forceinline__ void chan_merge(T& mean, T& m2, long long& n, const T mean_b,
-                                           const T m2_b, const long long n_b)
+struct Moments {
+    T mean, m2;
+    long long n;
+};
+
+// ... or the sums of gy and gy (x - mean) (the backward reduction).
+template <typename T>
+struct Sums {
+    T sum, dot;
+};
+
+// Merge part b into part a: Chan's formula (either part may be empty) ...
+template <typename T>
+__device__ __forceinline__ void merge(Moments<T>& a, const Moments<T>& b)
 {
-    if (n_b == 0) return;
-    const long long total = n + n_b;
-    const T delta = mean_b - mean;
-    const T weight_b = T(n_b) / T(total);                     // nb / n
-    mean += delta * weight_b;
-    m2 += m2_b + delta * delta * T(n) * weight_b;             // delta^2 na nb / n
-    n = total;
+    if (b.n == 0) return;
+    const long long total = a.n + b.n;
+    const T delta = b.mean - a.mean;
+    const T weight_b = T(b.n) / T(total);                     // nb / n
+    a.mean += delta * weight_b;
+    a.m2 += b.m2 + delta * delta * T(a.n) * weight_b;         // delta^2 na nb / n
+    a.n = total;
+}
+
+// ... or plain sums.
+template <typename T>
+__device__ __forceinline__ void merge(Sums<T>& a, const Sums<T>& b)
+{
+    a.sum += b.sum;
+    a.dot += b.dot;
+}
+
+// The parts of the BLOCK_Y thread rows of each channel column merged by a shared-memory tree
+// (row ty takes row ty + half); the result is complete in thread row 0. Every thread of the block
+// must call it (it has barriers); shared is the block's scratch. The last barrier orders row 0's
+// final read of row 1 before any later call overwrites the scratch.
+template <typename Part>
+__device__ Part merge_rows(Part part, Part (*shared)[BLOCK_X])
+{
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    shared[ty][tx] = part;
+    __syncthreads();
+    for (int half = BLOCK_Y / 2; half > 0; half >>= 1) {
+        if (ty < half) {
+            merge(part, shared[ty + half][tx]);
+            shared[ty][tx] = part;
+        }
+        __syncthreads();
+    }
+    return part;
 }
 
 // The number of rows of slab r: min(m, (r + 1) rows_per_slab) - r rows_per_slab, or 0.
@@ -64,6 +104,27 @@ __device__ __forceinline__ long long slab_rows(const int r, const long long rows
     const long long begin = r * rows_per_slab;
     const long long end = begin + rows_per_slab < m ? begin + rows_per_slab : m;
     return end > begin ? end - begin : 0;
+}
+
+// The loops of the two reductions: for every (channel group, slab r) of the grid (grid-stride on
+// both axes, block-uniform), the part of each thread, thread_part(ch, begin, end) over the rows
+// begin + ty, begin + ty + BLOCK_Y, .. < end of slab r (an empty part when ch >= c), merged over
+// the block's thread rows, then store(r, ch, part) by thread row 0.
+template <typename Part, typename ThreadPart, typename Store>
+__device__ void reduce_slabs(const int c, const long long m, const int slabs,
+                             const long long rows_per_slab, Part (*shared)[BLOCK_X],
+                             ThreadPart thread_part, Store store)
+{
+    for (int group = (int)blockIdx.x * BLOCK_X; group < c; group += (int)gridDim.x * BLOCK_X) {
+        const int ch = group + (int)threadIdx.x;
+        for (int r = (int)blockIdx.y; r < slabs; r += (int)gridDim.y) {
+            const long long begin = r * rows_per_slab;
+            const long long end = begin + slab_rows(r, rows_per_slab, m);
+            Part part = ch < c ? thread_part(ch, begin, end) : Part{};
+            part = merge_rows(part, shared);
+            if (threadIdx.y == 0 && ch < c) store(r, ch, part);
+        }
+    }
 }
 
 // Per (slab r, channel ch): the mean part_mean[r, ch] and the sum of squared deviations
@@ -76,51 +137,27 @@ __global__ void batch_norm_partial_stats(const T* x, T* part_mean, T* part_m2, c
                                          const long long m, const int slabs,
                                          const long long rows_per_slab)
 {
-    __shared__ T shared_mean[BLOCK_Y][BLOCK_X];
-    __shared__ T shared_m2[BLOCK_Y][BLOCK_X];
-    __shared__ long long shared_n[BLOCK_Y][BLOCK_X];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    for (int group = (int)blockIdx.x * BLOCK_X; group < c; group += (int)gridDim.x * BLOCK_X) {
-        const int ch = group + tx;
-        for (int r = (int)blockIdx.y; r < slabs; r += (int)gridDim.y) {
-            const long long begin = r * rows_per_slab;
-            const long long end = begin + slab_rows(r, rows_per_slab, m);
-            T mean = T(0), m2 = T(0);
-            long long n = 0;
-            if (ch < c) {
-                T sum = T(0);                                 // pass 1: the thread's mean
-                for (long long k = begin + ty; k < end; k += BLOCK_Y) {
-                    sum += x[k * c + ch];
-                    ++n;
-                }
-                if (n > 0) mean = sum / T(n);
-                for (long long k = begin + ty; k < end; k += BLOCK_Y) {   // pass 2: its M2
-                    const T d = x[k * c + ch] - mean;
-                    m2 += d * d;
-                }
+    __shared__ Moments<T> shared[BLOCK_Y][BLOCK_X];
+    const long long ty = threadIdx.y;
+    reduce_slabs(c, m, slabs, rows_per_slab, shared,
+        [&](const int ch, const long long begin, const long long end) {
+            Moments<T> part = {T(0), T(0), 0};
+            T sum = T(0);                                     // pass 1: the thread's mean
+            for (long long k = begin + ty; k < end; k += BLOCK_Y) {
+                sum += x[k * c + ch];
+                ++part.n;
             }
-            shared_mean[ty][tx] = mean;
-            shared_m2[ty][tx] = m2;
-            shared_n[ty][tx] = n;
-            __syncthreads();
-            for (int half = BLOCK_Y / 2; half > 0; half >>= 1) {   // rows ty and ty + half
-                if (ty < half) {
-                    chan_merge(mean, m2, n, shared_mean[ty + half][tx], shared_m2[ty + half][tx],
-                               shared_n[ty + half][tx]);
-                    shared_mean[ty][tx] = mean;
-                    shared_m2[ty][tx] = m2;
-                    shared_n[ty][tx] = n;
-                }
-                __syncthreads();
+            if (part.n > 0) part.mean = sum / T(part.n);
+            for (long long k = begin + ty; k < end; k += BLOCK_Y) {   // pass 2: its M2
+                const T d = x[k * c + ch] - part.mean;
+                part.m2 += d * d;
             }
-            // thread row 0 holds the slab's part in registers; the barrier above orders its last
-            // read of row 1 before the next iteration's writes
-            if (ty == 0 && ch < c) {
-                part_mean[(long long)r * c + ch] = mean;
-                part_m2[(long long)r * c + ch] = m2;
-            }
-        }
-    }
+            return part;
+        },
+        [&](const int r, const int ch, const Moments<T>& part) {
+            part_mean[(long long)r * c + ch] = part.mean;
+            part_m2[(long long)r * c + ch] = part.m2;
+        });
 }
 
 // One thread per channel: merge the slab parts in order into mean and var = M2 / m, then
@@ -142,13 +179,12 @@ __global__ void batch_norm_finalize_stats(const T* part_mean, const T* part_m2, 
 {
     for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c;
          ch += (int)(blockDim.x * gridDim.x)) {
-        T mu = T(0), m2 = T(0);
-        long long n = 0;
+        Moments<T> total = {T(0), T(0), 0};
         for (int r = 0; r < slabs; ++r) {
             const long long e = (long long)r * c + ch;
-            chan_merge(mu, m2, n, part_mean[e], part_m2[e], slab_rows(r, rows_per_slab, m));
+            merge(total, Moments<T>{part_mean[e], part_m2[e], slab_rows(r, rows_per_slab, m)});
         }
-        const T var = m2 / T(m);
+        const T mu = total.mean, var = total.m2 / T(m);
         const T inv = T(1) / sqrt(var + eps);
         mean[ch] = mu;
         inv_std[ch] = inv;
@@ -208,41 +244,23 @@ __global__ void batch_norm_partial_sums(const T* gy, const T* x, const T* mean, 
                                         T* part_dot, const int c, const long long m,
                                         const int slabs, const long long rows_per_slab)
 {
-    __shared__ T shared_sum[BLOCK_Y][BLOCK_X];
-    __shared__ T shared_dot[BLOCK_Y][BLOCK_X];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    for (int group = (int)blockIdx.x * BLOCK_X; group < c; group += (int)gridDim.x * BLOCK_X) {
-        const int ch = group + tx;
-        for (int r = (int)blockIdx.y; r < slabs; r += (int)gridDim.y) {
-            const long long begin = r * rows_per_slab;
-            const long long end = begin + slab_rows(r, rows_per_slab, m);
-            T sum = T(0), dot = T(0);
-            if (ch < c) {
-                const T mu = mean[ch];
-                for (long long k = begin + ty; k < end; k += BLOCK_Y) {
-                    const long long e = k * c + ch;
-                    sum += gy[e];
-                    dot += gy[e] * (x[e] - mu);
-                }
+    __shared__ Sums<T> shared[BLOCK_Y][BLOCK_X];
+    const long long ty = threadIdx.y;
+    reduce_slabs(c, m, slabs, rows_per_slab, shared,
+        [&](const int ch, const long long begin, const long long end) {
+            Sums<T> part = {T(0), T(0)};
+            const T mu = mean[ch];
+            for (long long k = begin + ty; k < end; k += BLOCK_Y) {
+                const long long e = k * c + ch;
+                part.sum += gy[e];
+                part.dot += gy[e] * (x[e] - mu);
             }
-            shared_sum[ty][tx] = sum;
-            shared_dot[ty][tx] = dot;
-            __syncthreads();
-            for (int half = BLOCK_Y / 2; half > 0; half >>= 1) {
-                if (ty < half) {
-                    sum += shared_sum[ty + half][tx];
-                    dot += shared_dot[ty + half][tx];
-                    shared_sum[ty][tx] = sum;
-                    shared_dot[ty][tx] = dot;
-                }
-                __syncthreads();
-            }
-            if (ty == 0 && ch < c) {
-                part_sum[(long long)r * c + ch] = sum;
-                part_dot[(long long)r * c + ch] = dot;
-            }
-        }
-    }
+            return part;
+        },
+        [&](const int r, const int ch, const Sums<T>& part) {
+            part_sum[(long long)r * c + ch] = part.sum;
+            part_dot[(long long)r * c + ch] = part.dot;
+        });
 }
 
 // One thread per channel: gbias = sum over slabs of part_sum, gweight = inv_std sum over slabs
