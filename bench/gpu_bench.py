@@ -2,7 +2,8 @@
 
 1. Ops, float32, forward + backward where the op is differentiable, on ResNet-18 CIFAR shapes at
    batch n = --batch: conv2d on each ResNet-18 conv layer (conv_bench.py's LAYERS), batch_norm in
-   train mode on (n, 64, 32, 32), max_pool2d 2x2 on (n, 64, 32, 32), cross_entropy on (n, 10)
+   train mode, max_pool2d 2x2 and relu on (n, 64, 32, 32) stored NCHW and NHWC (channels-last,
+   as a conv hands it on), the global average pool on (n, 512, 4, 4), cross_entropy on (n, 10)
    logits, one PGD step (pgd_step) on (n, 3, 32, 32) and one SGD update (momentum 0.9, weight
    decay 5e-4) of all ResNet-18 parameters.
 2. Whole steps of ResNet-18 at batch n: a natural training step (forward, cross-entropy, backward,
@@ -112,21 +113,37 @@ class Backends:
     def theirs(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(TORCH_DEVICE)
 
-    def differentiable(self, name, ours_op, torch_op, arrays, rng):
+    def ours_channels_last(self, a):
+        """A 4-D array in NHWC memory viewed as (n, c, h, w), as conv2d hands it on."""
+        a = self.gpu.cupy.asarray(a)
+        return self.gpu.cupy.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+    def theirs_channels_last(self, a):
+        return self.theirs(a).contiguous(memory_format=self.torch.channels_last)
+
+    def differentiable(self, name, ours_op, torch_op, arrays, rng, channels_last=False):
         """(name, ours, theirs): one forward of op(*leaves) (each array a leaf requiring grad)
-        and its backward from a random output gradient (none for a scalar)."""
-        ours_in = [self.ours(a) for a in arrays]
+        and its backward from a random output gradient (none for a scalar); with
+        channels_last, 4-D inputs and the output gradient are stored NHWC on both sides."""
+        def ours_array(a):
+            return self.ours_channels_last(a) if channels_last and a.ndim == 4 else self.ours(a)
+
+        def theirs_array(a):
+            return (self.theirs_channels_last(a) if channels_last and a.ndim == 4
+                    else self.theirs(a))
+        ours_in = [ours_array(a) for a in arrays]
         shape = ours_op(*[self.gpu.Tensor(a) for a in ours_in]).shape
         gy = rng.standard_normal(shape).astype(np.float32) if shape else None     # (y.shape)
+        ours_gy = None if gy is None else ours_array(gy)
 
         def ours():
             leaves = [self.gpu.Tensor(a, requires_grad=True) for a in ours_in]
-            ours_op(*leaves).backward(None if gy is None else self.ours(gy))
+            ours_op(*leaves).backward(ours_gy)
 
         if self.torch is None:
             return name, ours, None
-        torch_in = [self.theirs(a) for a in arrays]
-        torch_gy = None if gy is None else self.theirs(gy)
+        torch_in = [theirs_array(a) for a in arrays]
+        torch_gy = None if gy is None else theirs_array(gy)
 
         def theirs():
             leaves = [a.detach().requires_grad_() for a in torch_in]
@@ -151,13 +168,22 @@ def op_rows(backends, batch, rng):
     stats = [np.zeros(64, np.float32), np.ones(64, np.float32)]                   # (c,) (c,)
     ours_stats = [backends.ours(a) for a in stats]
     torch_stats = None if torch is None else [backends.theirs(a) for a in stats]
+    for memory in ("NCHW", "NHWC"):
+        last = memory == "NHWC"
+        yield backends.differentiable(
+            f"batch_norm train (n, 64, 32, 32) {memory}",
+            lambda x, w, b: gpu.ops.batch_norm(x, *ours_stats, w, b, training=True),
+            lambda x, w, b: F.batch_norm(x, *torch_stats, w, b, training=True), [x, weight, bias],
+            rng, channels_last=last)
+        yield backends.differentiable(f"max_pool2d 2x2 (n, 64, 32, 32) {memory}",
+                                      lambda x: gpu.ops.max_pool2d(x, 2),
+                                      lambda x: F.max_pool2d(x, 2), [x], rng, channels_last=last)
+        yield backends.differentiable(f"relu (n, 64, 32, 32) {memory}", gpu.ops.relu,
+                                      lambda x: F.relu(x), [x], rng, channels_last=last)
+    features = rng.standard_normal((n, 512, 4, 4), dtype=np.float32)               # (n, c, h, w)
     yield backends.differentiable(
-        "batch_norm train (n, 64, 32, 32)",
-        lambda x, w, b: gpu.ops.batch_norm(x, *ours_stats, w, b, training=True),
-        lambda x, w, b: F.batch_norm(x, *torch_stats, w, b, training=True), [x, weight, bias], rng)
-    yield backends.differentiable("max_pool2d 2x2 (n, 64, 32, 32)",
-                                  lambda x: gpu.ops.max_pool2d(x, 2),
-                                  lambda x: F.max_pool2d(x, 2), [x], rng)
+        "adaptive_avg_pool2d 1 (n, 512, 4, 4) NHWC", lambda x: gpu.ops.adaptive_avg_pool2d(x, 1),
+        lambda x: F.adaptive_avg_pool2d(x, 1), [features], rng, channels_last=True)
     labels = rng.integers(0, 10, n)                                               # (n,)
     ours_labels = backends.ours(labels)
     torch_labels = None if torch is None else backends.theirs(labels)
