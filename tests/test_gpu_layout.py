@@ -7,7 +7,7 @@ gx.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import gpu
@@ -41,7 +41,6 @@ def is_channels_last(a):
     return a.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
-@settings(max_examples=30, deadline=None)
 @given(name=st.sampled_from(sorted(OPS)), x_last=st.booleans(), gy_last=st.booleans(),
        dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2 ** 32 - 1),
        shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(3, 6),
