@@ -196,12 +196,12 @@ def test_cached_tables_match_the_loops(case):
     sy, sx = kernel_size if stride is None else stride
     for size, want, window, step, pad in ((x_shape[2], rows, kernel_size[0], sy, padding[0]),
                                           (x_shape[3], columns, kernel_size[1], sx, padding[1])):
-        windows, inside = pool._strided_axis(size, want.shape[1], window, step, pad)
+        windows, inside = pool._strided_axis(0, size, want.shape[1], window, step, pad)
         np.testing.assert_array_equal(cp.asnumpy(windows), want)
         assert windows.dtype == inside.dtype == np.int32
         assert windows_of(inside) == windows_of(cp.asarray(containing(want, size)))
     for size, k in ((x_shape[2], 1), (x_shape[3], x_shape[3] + 2)):
-        windows, inside = pool._adaptive_axis(size, k)
+        windows, inside = pool._adaptive_axis(0, size, k)
         np.testing.assert_array_equal(cp.asnumpy(windows), adaptive_windows(size, k))
         assert windows_of(inside) == windows_of(cp.asarray(containing(windows, size)))
 

@@ -43,18 +43,19 @@ from ref.tensor import Op
 # The cached device arrays are shared by every call with the same geometry: read-only by
 # convention (the kernels take them as const int*; nothing may write to them).
 @functools.lru_cache(maxsize=256)
-def _strided_axis(size, k, window, stride, padding):
+def _strided_axis(device, size, k, window, stride, padding):
     """Device tables of k windows i stride - padding <= r < i stride - padding + window (divisor
-    window) over an axis of `size` inputs: (windows (3, k), containing (2, size)), int32."""
+    window) over an axis of `size` inputs: (windows (3, k), containing (2, size)), int32, on
+    `device` (the current device's id: part of the cache key, as the tables live there)."""
     starts = np.arange(k) * stride - padding                            # (k,)
     return _upload(size, starts, starts + window, np.full(k, window))
 
 
 @functools.lru_cache(maxsize=256)
-def _adaptive_axis(size, k):
+def _adaptive_axis(device, size, k):
     """Device tables of PyTorch's k adaptive bins floor(i size / k) <= r < ceil((i + 1) size / k)
     (divisor: the bin's length) over an axis of `size` inputs: (windows (3, k), containing
-    (2, size)), int32."""
+    (2, size)), int32, on `device` (as in _strided_axis)."""
     i = np.arange(k)                # (k,)
     starts = i * size // k          # (k,)
     ends = -(-(i + 1) * size // k)  # (k,) ceil
@@ -79,8 +80,8 @@ def _strided(x_shape, kernel, stride, padding, out):
     """(rows, columns, row_windows, column_windows) of a max or average pool (cached)."""
     (h, w), (kh, kw), (sy, sx), (ph, pw), (oh, ow) = x_shape[2:], kernel, stride, padding, out
     (rows, row_windows), (columns, column_windows) = (
-        _strided_axis(int(h), int(oh), int(kh), int(sy), int(ph)),
-        _strided_axis(int(w), int(ow), int(kw), int(sx), int(pw)))
+        _strided_axis(cp.cuda.Device().id, int(h), int(oh), int(kh), int(sy), int(ph)),
+        _strided_axis(cp.cuda.Device().id, int(w), int(ow), int(kw), int(sx), int(pw)))
     return rows, columns, row_windows, column_windows
 
 
@@ -172,7 +173,8 @@ class AdaptiveAvgPool2d(AvgPool2d):
         oh, ow = pair(output_size, "output_size", 1)
         h, w = x.shape[2:]
         (rows, row_windows), (columns, column_windows) = (
-            _adaptive_axis(int(h), int(oh)), _adaptive_axis(int(w), int(ow)))
+            _adaptive_axis(cp.cuda.Device().id, int(h), int(oh)),
+            _adaptive_axis(cp.cuda.Device().id, int(w), int(ow)))
         return self._forward("avg_pool_forward", x, (rows, columns, row_windows, column_windows),
                              (*x.shape[:2], oh, ow))
 
