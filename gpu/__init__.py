@@ -47,8 +47,7 @@ def set_tf32(enabled):
         cupy._core.set_tf32_products(bool(enabled))
         return
     from cupy._core import _routines_linalg as linalg   # CuPy's per-dtype cuBLAS compute type
-    import numpy
-    linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32 if enabled
+    linalg.set_compute_type(cupy.float32, linalg.COMPUTE_TYPE_TF32 if enabled
                             else linalg.COMPUTE_TYPE_DEFAULT)
 
 

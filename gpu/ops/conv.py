@@ -31,9 +31,10 @@ channels-last, xN (n h w, c), with no im2col of x:
 im2col and col2im are kernels (gpu/kernels/conv.cu) on a 2-D grid (channels x rows), with the
 padding inside: im2col a gather with one thread per (output pixel, channel), col2im a gather with
 one thread per (input pixel, channel) writing the unpadded gx; the products go to cuBLAS through
-cupy.matmul. Launches per conv (one chunk): forward im2col + product (+ bias), none for a 1x1
-stride-1 conv of channels-last x; backward one or two products, im2col or col2im, the gW reorder
-and the bias sum.
+cupy.matmul. Launches per conv (one chunk): forward the weight reorder Wm (a copy, none for a 1x1
+kernel), im2col (none for a 1x1 stride-1 conv of channels-last x) and the product (+ bias);
+backward the weight reorder, one or two products, im2col or col2im, the gW reorder and the bias
+sum.
 
 Memory: the batch goes through in chunks of m images holding about CHUNK_BYTES of columns, so the
 column buffer is never built for a whole large batch (288 MiB for a 64 -> 64 channel 3x3 conv at
@@ -100,8 +101,9 @@ def _memory_and_strides(x):
 def _rows(rows, width):
     """rows, checked so that the kernels' int arithmetic cannot overflow."""
     if rows * width >= 2 ** 31:
-        raise ValueError(f"conv2d: one image needs {rows * width} column entries, more than "
-                         f"the 2^31 the kernels index; use smaller images or fewer channels")
+        raise ValueError(f"conv2d: one chunk of images needs {rows * width} column entries, "
+                         f"more than the 2^31 the kernels index (chunks hold one image or "
+                         f"CHUNK_BYTES of columns); use smaller images or fewer channels")
     return rows
 
 

@@ -152,9 +152,7 @@ def _matrix(a):
     channels-last (or is a contiguous (n, c)), else one copy."""
     if a.ndim == 2:
         return cp.ascontiguousarray(a)                                # (n, c)
-    last = a.transpose(0, 2, 3, 1)                                    # (n, h, w, c)
-    if not last.flags.c_contiguous:
-        last = cp.ascontiguousarray(last)                             # NCHW memory: one copy
+    last = cp.ascontiguousarray(a.transpose(0, 2, 3, 1))              # (n, h, w, c) no copy if NHWC
     return last.reshape(-1, a.shape[1])                               # (m, c)
 
 
